@@ -1,0 +1,6 @@
+//! Reading and writing files: NIfTI images, gradient tables, transforms; atomic output.
+
+pub mod atomic;
+pub mod gradients;
+pub mod nifti;
+pub mod transforms;

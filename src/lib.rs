@@ -1,0 +1,21 @@
+//! nifreeze-rs: leave-one-volume-out head-motion estimation for diffusion MRI.
+//!
+//! Data flow, top-down: `io` loads a series and its gradients, `mask` finds the brain,
+//! `model` predicts each held-out volume from the others, `registration` aligns the volume
+//! to its prediction, `estimate` runs that loop and `report` summarises it. Numerical
+//! modules never touch the command line or the file system; `commands` joins them to the CLI.
+
+pub mod cli;
+pub mod commands;
+pub mod compare;
+pub mod error;
+pub mod estimate;
+pub mod image;
+pub mod io;
+pub mod mask;
+pub mod model;
+pub mod registration;
+pub mod report;
+pub mod simulate;
+
+pub use error::{Error, Result};

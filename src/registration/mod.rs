@@ -1,0 +1,1 @@
+//! Image registration: transform, interpolator, metric, optimizer and multi-resolution driver.
