@@ -22,6 +22,7 @@
 //! count.
 
 use super::design::{self, Column, MomentMap};
+use super::linalg;
 use super::tensor::{log_prediction, log_prediction_literal, MIN_SIGNAL};
 use super::{FitMethod, ModelKind};
 use crate::image::{Grid, Mask, Series, Volume};
@@ -225,9 +226,8 @@ impl LovoEngine {
             q.extend(moments.row(bvals[c] / 1000.0, bvecs[c]));
         }
         // The gradient directions must determine the model.
-        let xm = DMatrix::from_row_slice(nc, p, &x);
-        let sv = xm.singular_values();
-        if !(sv.min() > 1e-10 * sv.max()) {
+        let sv = linalg::singular_values(&DMatrix::from_row_slice(nc, p, &x));
+        if !(sv[p - 1] > 1e-10 * sv[0]) {
             return Err(Error::input(format!(
                 "the gradient directions do not determine a {name} model (design matrix is rank-deficient); check the b-vectors"
             )));
@@ -320,7 +320,7 @@ impl LovoEngine {
                 xt[(r, j)] = self.x[c * p + j];
             }
         }
-        let pi = pinv(xt);
+        let pi = linalg::pinv(&xt, RCOND);
         let mut pinv_full = vec![0.0; p * nc];
         for j in 0..p {
             for (r, &c) in train.iter().enumerate() {
@@ -505,7 +505,7 @@ impl LovoEngine {
             }
             b[r] = sw[c] * y[c];
         }
-        pinv(a) * b
+        linalg::pinv(&a, RCOND) * b
     }
 
     /// One voxel, straightforwardly (DIPY's formulas and order).
@@ -537,14 +537,6 @@ impl LovoEngine {
 fn log_signal(s: f64) -> f64 {
     // f64::max returns the other operand for NaN: a NaN sample counts as the minimum signal.
     s.max(MIN_SIGNAL).ln()
-}
-
-/// numpy-style pseudo-inverse: singular values below 1e-15 × the largest are dropped.
-fn pinv(a: DMatrix<f64>) -> DMatrix<f64> {
-    let svd = a.svd(true, true);
-    let smax = svd.singular_values.max();
-    svd.pseudo_inverse(RCOND * smax)
-        .expect("SVD computed with U and V")
 }
 
 /// In-place Cholesky solve of `a·x = b` (lower triangle of `a` used; `b` becomes x).

@@ -10,6 +10,7 @@
 //! fitted one (to rounding), so the fast path skips the decomposition after a cheap
 //! positive-definiteness test.
 
+use super::linalg::eigh3;
 use nalgebra::Matrix3;
 
 /// DIPY's `MIN_POSITIVE_SIGNAL`: signals are clipped below at this before the log, and the DTI
@@ -47,14 +48,16 @@ pub fn all_eigenvalues_above(d: &[f64], thr: f64) -> bool {
 /// Eigenvalues (descending, clipped below at `thr`) and eigenvectors (columns) of a tensor —
 /// DIPY's `decompose_tensor`.
 pub fn decompose_clipped(d: &[f64], thr: f64) -> ([f64; 3], Matrix3<f64>) {
-    let eig = to_matrix(d).symmetric_eigen();
+    let (w, v) = eigh3([[d[0], d[1], d[3]], [d[1], d[2], d[4]], [d[3], d[4], d[5]]]);
     let mut order = [0usize, 1, 2];
-    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
+    order.sort_by(|&a, &b| w[b].total_cmp(&w[a]));
     let mut vals = [0.0; 3];
     let mut vecs = Matrix3::zeros();
     for (k, &o) in order.iter().enumerate() {
-        vals[k] = eig.eigenvalues[o].max(thr);
-        vecs.set_column(k, &eig.eigenvectors.column(o));
+        vals[k] = w[o].max(thr);
+        for r in 0..3 {
+            vecs[(r, k)] = v[r][o];
+        }
     }
     (vals, vecs)
 }
@@ -148,8 +151,8 @@ mod tests {
             [0.5, 0.2, 0.5, 0.2, 0.2, 0.5],
         ];
         for d in cases {
-            let ev = to_matrix(&d).symmetric_eigen().eigenvalues;
-            let min = ev.min();
+            let (ev, _) = eigh3([[d[0], d[1], d[3]], [d[1], d[2], d[4]], [d[3], d[4], d[5]]]);
+            let min = ev[0].min(ev[1]).min(ev[2]);
             for thr in [0.0, 1e-6, 0.1, 0.29, 0.31] {
                 assert_eq!(all_eigenvalues_above(&d, thr), min > thr, "{d:?} {thr}");
             }
