@@ -142,8 +142,36 @@ impl LovoEngine {
         self.s0_volume.clone()
     }
 
-    fn build(
-        series: &Series,
+    /// As [`LovoEngine::new`] for f64 signals: `data` is volume-major like [`Series::data`]
+    /// (`n_volumes` volumes on `grid`). For callers holding exact signals (tests, simulation).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_f64(
+        grid: &Grid,
+        n_volumes: usize,
+        data: &[f64],
+        gradients: &GradientTable,
+        mask: &Mask,
+        kind: ModelKind,
+        method: FitMethod,
+        b0_threshold: f64,
+    ) -> Result<Self> {
+        if data.len() != grid.len() * n_volumes {
+            return Err(Error::input(format!(
+                "{} samples do not fill {n_volumes} volumes of {:?}",
+                data.len(),
+                grid.dims
+            )));
+        }
+        let src = F64Samples {
+            grid,
+            n_volumes,
+            data,
+        };
+        Self::build(&src, gradients, mask, kind, method, b0_threshold, false)
+    }
+
+    fn build<S: Samples>(
+        series: &S,
         gradients: &GradientTable,
         mask: &Mask,
         kind: ModelKind,
@@ -151,13 +179,13 @@ impl LovoEngine {
         b0_threshold: f64,
         ignore_b0: bool,
     ) -> Result<Self> {
-        let grid = series.grid.clone();
+        let grid = series.grid().clone();
         let nvox = grid.len();
-        if gradients.len() != series.n_volumes {
+        if gradients.len() != series.n_volumes() {
             return Err(Error::input(format!(
                 "the gradient table has {} rows but the series has {} volumes",
                 gradients.len(),
-                series.n_volumes
+                series.n_volumes()
             )));
         }
         if mask.grid.dims != grid.dims || mask.data.len() != nvox {
@@ -174,14 +202,6 @@ impl LovoEngine {
             ModelKind::Dti => "DTI",
             ModelKind::Dki => "DKI",
         };
-        // Leave-one-out needs at least p training rows in every fold.
-        if dw.len() + extra < p + 1 {
-            return Err(Error::input(format!(
-                "{name} leave-one-out fits need at least {} diffusion-weighted volumes (b > {b0_threshold}); the series has {}",
-                p + 1 - extra,
-                dw.len()
-            )));
-        }
         if kind == ModelKind::Dki {
             let sh = shells(gradients, b0_threshold);
             // Every fold must keep two shells: two shells of ≥ 2 volumes, or three shells.
@@ -197,6 +217,14 @@ impl LovoEngine {
                     list.join(", ")
                 )));
             }
+        }
+        // Leave-one-out needs at least p training rows in every fold.
+        if dw.len() + extra < p + 1 {
+            return Err(Error::input(format!(
+                "{name} leave-one-out fits need at least {} diffusion-weighted volumes (b > {b0_threshold}); the series has {}",
+                p + 1 - extra,
+                dw.len()
+            )));
         }
         for &k in &dw {
             let g = gradients.bvecs[k];
@@ -262,9 +290,8 @@ impl LovoEngine {
             .zip(s0.par_chunks(BUILD_CHUNK))
             .for_each(|((yc, vc), sc)| {
                 for (c, &k) in dw.iter().enumerate() {
-                    let vol = series.volume(k);
                     for (i, &l) in vc.iter().enumerate() {
-                        yc[i * nc + c] = log_signal(vol[l] as f64);
+                        yc[i * nc + c] = log_signal(series.get(k, l));
                     }
                 }
                 if nc > ndw {
@@ -533,6 +560,46 @@ impl LovoEngine {
     }
 }
 
+/// Read access to the samples of a 4-D series (f32 [`Series`] or f64 data).
+trait Samples: Sync {
+    fn grid(&self) -> &Grid;
+    fn n_volumes(&self) -> usize;
+    /// Sample of volume `k` at linear voxel index `l`.
+    fn get(&self, k: usize, l: usize) -> f64;
+}
+
+impl Samples for Series {
+    fn grid(&self) -> &Grid {
+        &self.grid
+    }
+    fn n_volumes(&self) -> usize {
+        self.n_volumes
+    }
+    #[inline]
+    fn get(&self, k: usize, l: usize) -> f64 {
+        self.data[k * self.grid.len() + l] as f64
+    }
+}
+
+struct F64Samples<'a> {
+    grid: &'a Grid,
+    n_volumes: usize,
+    data: &'a [f64],
+}
+
+impl Samples for F64Samples<'_> {
+    fn grid(&self) -> &Grid {
+        self.grid
+    }
+    fn n_volumes(&self) -> usize {
+        self.n_volumes
+    }
+    #[inline]
+    fn get(&self, k: usize, l: usize) -> f64 {
+        self.data[k * self.grid.len() + l]
+    }
+}
+
 #[inline]
 fn log_signal(s: f64) -> f64 {
     // f64::max returns the other operand for NaN: a NaN sample counts as the minimum signal.
@@ -580,15 +647,15 @@ fn cholesky_solve<const P: usize>(a: &mut [[f64; P]; P], b: &mut [f64; P]) -> bo
 }
 
 /// Voxelwise median of the given volumes (mean of the middle two for an even count, in f64).
-fn median_volumes(series: &Series, vols: &[usize]) -> Vec<f64> {
-    let nvox = series.grid.len();
+fn median_volumes<S: Samples>(series: &S, vols: &[usize]) -> Vec<f64> {
+    let nvox = series.grid().len();
     let mut out = vec![0.0f64; nvox];
     out.par_chunks_mut(4096).enumerate().for_each(|(ci, oc)| {
         let mut buf = vec![0.0f64; vols.len()];
         for (i, o) in oc.iter_mut().enumerate() {
             let l = ci * 4096 + i;
             for (b, &k) in buf.iter_mut().zip(vols) {
-                *b = series.volume(k)[l] as f64;
+                *b = series.get(k, l);
             }
             *o = median(&mut buf);
         }
@@ -613,11 +680,15 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// nifreeze's S0 without b=0: `round(percentile(data[mask], 98))` over the diffusion-weighted
 /// volumes, numpy's linear interpolation and round-half-to-even.
-fn percentile_s0(series: &Series, dw: &[usize], voxels: &[usize]) -> f64 {
-    let mut vals: Vec<f32> = Vec::with_capacity(dw.len() * voxels.len());
+fn percentile_s0<S: Samples>(series: &S, dw: &[usize], voxels: &[usize]) -> f64 {
+    let mut vals: Vec<f64> = Vec::with_capacity(dw.len() * voxels.len());
     for &k in dw {
-        let vol = series.volume(k);
-        vals.extend(voxels.iter().map(|&l| vol[l]).filter(|v| !v.is_nan()));
+        vals.extend(
+            voxels
+                .iter()
+                .map(|&l| series.get(k, l))
+                .filter(|v| !v.is_nan()),
+        );
     }
     if vals.is_empty() {
         return 0.0;
@@ -627,9 +698,8 @@ fn percentile_s0(series: &Series, dw: &[usize], voxels: &[usize]) -> f64 {
     let lo = pos.floor() as usize;
     let frac = pos - lo as f64;
     let (_, &mut a, rest) = vals.select_nth_unstable_by(lo, |a, b| a.total_cmp(b));
-    let a = a as f64;
     let b = if lo + 1 < n {
-        rest.iter().copied().fold(f32::INFINITY, f32::min) as f64
+        rest.iter().copied().fold(f64::INFINITY, f64::min)
     } else {
         a
     };
