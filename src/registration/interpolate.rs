@@ -137,8 +137,8 @@ pub fn trilinear(data: &[f32], dims: [usize; 3], p: [f64; 3]) -> f64 {
     for a in 0..3 {
         let n = dims[a];
         let x = p[a].clamp(0.0, (n - 1) as f64);
-        let fl = x.floor();
-        let i = fl as usize;
+        let i = x as usize; // x ≥ 0: truncation is floor (and avoids a libm call)
+        let fl = i as f64;
         if i + 1 >= n {
             i0[a] = n - 1;
             i1[a] = n - 1;
@@ -182,9 +182,9 @@ fn mirror(i: isize, n: usize) -> usize {
 
 #[inline]
 fn tap_indices(x: f64, n: usize) -> ([usize; 4], f64) {
-    let fl = x.floor();
-    let t = x - fl;
-    let i = fl as isize;
+    // callers guarantee x ≥ -0.5, so truncation of x + 1 is floor(x) + 1 (no libm call)
+    let i = (x + 1.0) as isize - 1;
+    let t = x - i as f64;
     let idx = if i >= 1 && i + 2 < n as isize {
         let u = i as usize;
         [u - 1, u, u + 1, u + 2]
