@@ -70,7 +70,9 @@ impl FixedSamples {
         pts: &[[usize; 3]],
         kind: TransformKind,
         centre: &Vector3<f64>,
+        spline_gradient: bool,
     ) -> Self {
+        let spline = spline_gradient.then(|| BSpline::new(fixed, dims));
         let width = kind.n_params() + 2;
         let a3 = affine.fixed_view::<3, 3>(0, 0).into_owned();
         let inv_t = a3
@@ -84,19 +86,27 @@ impl FixedSamples {
         let mut vox = Vec::with_capacity(pts.len());
         let mut jac = [0.0; 12];
         for &[i, j, k] in pts {
-            // central differences (one-sided at the border), per voxel index
-            let d = |lo: f64, hi: f64, span: f64| (hi - lo) / span;
-            let gx = {
-                let (l, h) = (i.saturating_sub(1), (i + 1).min(dims[0] - 1));
-                d(at(l, j, k), at(h, j, k), (h - l).max(1) as f64)
-            };
-            let gy = {
-                let (l, h) = (j.saturating_sub(1), (j + 1).min(dims[1] - 1));
-                d(at(i, l, k), at(i, h, k), (h - l).max(1) as f64)
-            };
-            let gz = {
-                let (l, h) = (k.saturating_sub(1), (k + 1).min(dims[2] - 1));
-                d(at(i, j, l), at(i, j, h), (h - l).max(1) as f64)
+            let (gx, gy, gz) = if let Some(sp) = &spline {
+                // derivative of the cubic spline through the samples: consistent with the
+                // cubic interpolation of the moving image, so Gauss–Newton converges faster
+                let (_, g) = sp.value_gradient([i as f64, j as f64, k as f64]);
+                (g[0], g[1], g[2])
+            } else {
+                // central differences (one-sided at the border), per voxel index
+                let d = |lo: f64, hi: f64, span: f64| (hi - lo) / span;
+                let gx = {
+                    let (l, h) = (i.saturating_sub(1), (i + 1).min(dims[0] - 1));
+                    d(at(l, j, k), at(h, j, k), (h - l).max(1) as f64)
+                };
+                let gy = {
+                    let (l, h) = (j.saturating_sub(1), (j + 1).min(dims[1] - 1));
+                    d(at(i, l, k), at(i, h, k), (h - l).max(1) as f64)
+                };
+                let gz = {
+                    let (l, h) = (k.saturating_sub(1), (k + 1).min(dims[2] - 1));
+                    d(at(i, j, l), at(i, j, h), (h - l).max(1) as f64)
+                };
+                (gx, gy, gz)
             };
             let g = inv_t * Vector3::new(gx, gy, gz);
             let p = [i as f64, j as f64, k as f64];

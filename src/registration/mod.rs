@@ -186,7 +186,7 @@ pub fn register(
         let msig = [sigma_mm / mvs[0], sigma_mm / mvs[1], sigma_mm / mvs[2]];
         let fdata = pyramid::gaussian_smooth(&fixed.data, fdims, fsig);
         let mdata = pyramid::gaussian_smooth(&moving.data, moving.grid.dims, msig);
-        let samples = FixedSamples::new(&fdata, fdims, &a, &pts, cfg.kind, &centre);
+        let samples = FixedSamples::new(&fdata, fdims, &a, &pts, cfg.kind, &centre, level.cubic);
         let mov = if level.cubic {
             MovingImage::Cubic(interpolate::BSpline::new(&mdata, moving.grid.dims))
         } else {
@@ -205,6 +205,7 @@ pub fn register(
             hi,
             max_iterations: cfg.max_iterations,
             tol_mm: cfg.tol_mm,
+            trust_mm: 0.25 * mean_fvs * level.shrink as f64,
         };
         let out = optimize::gauss_newton(&setup, &t)?;
         t = out.transform;

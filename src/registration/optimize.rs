@@ -26,6 +26,8 @@ pub struct LevelSetup<'a> {
     pub hi: Vector3<f64>,
     pub max_iterations: usize,
     pub tol_mm: f64,
+    /// Steps moving no mask point more than this (mm) skip the correlation check.
+    pub trust_mm: f64,
 }
 
 pub struct LevelOutcome {
@@ -69,11 +71,15 @@ pub fn gauss_newton(s: &LevelSetup, t0: &Matrix4<f64>) -> Result<LevelOutcome> {
             let inv = delta.try_inverse().unwrap_or_else(Matrix4::identity);
             let tn = t * inv;
             let (en, rn) = eval(&tn);
-            if rn >= rho - 1e-10 || !rho.is_finite() {
+            // Small steps are always taken: near the optimum the correlation of a noisy
+            // moving image varies with the sub-voxel interpolation weights, so it would veto
+            // the last, accurate Gauss–Newton steps (measured: the fine levels then stall).
+            let small = max_corner_displacement(&delta, &s.lo, &s.hi) < s.trust_mm;
+            if small || rn >= rho - 1e-10 || !rho.is_finite() {
                 accepted = Some((tn, en, rn, delta));
                 break;
             }
-            if step < 0.2 {
+            if step < 0.1 {
                 break;
             }
             step *= 0.5;

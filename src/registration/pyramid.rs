@@ -55,7 +55,10 @@ pub fn gaussian_smooth(data: &[f32], dims: [usize; 3], sigma_vox: [f64; 3]) -> V
                     for (t, &w) in k.iter().enumerate() {
                         let zz = clamp(z as isize + t as isize - r);
                         let iplane = &cur[zz * plane..(zz + 1) * plane];
-                        oplane.iter_mut().zip(iplane).for_each(|(o, &v)| *o += w * v);
+                        oplane
+                            .iter_mut()
+                            .zip(iplane)
+                            .for_each(|(o, &v)| *o += w * v);
                     }
                 }
                 cur = out;
@@ -68,7 +71,9 @@ pub fn gaussian_smooth(data: &[f32], dims: [usize; 3], sigma_vox: [f64; 3]) -> V
 /// Normalised sampled Gaussian, radius ⌈3σ⌉.
 fn kernel(s: f64) -> Vec<f32> {
     let r = (3.0 * s).ceil() as isize;
-    let k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i as f64 / s).powi(2)).exp()).collect();
+    let k: Vec<f64> = (-r..=r)
+        .map(|i| (-0.5 * (i as f64 / s).powi(2)).exp())
+        .collect();
     let sum: f64 = k.iter().sum();
     k.iter().map(|v| (v / sum) as f32).collect()
 }
