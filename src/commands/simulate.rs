@@ -49,10 +49,20 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     write_text(&out("dwi.b"), &mrtrix_text(&sim))?;
     write_text(&out("truth.tsv"), &truth_text(&sim))?;
     let shells_s: Vec<String> = shells.iter().map(|(b, n)| format!("{b}:{n}")).collect();
-    let max_rot = sim.motions.iter().flat_map(|m| m.params[3..].iter()).fold(0f64, |a, v| a.max(v.abs()));
-    let max_tr = sim.motions.iter().flat_map(|m| m.params[..3].iter()).fold(0f64, |a, v| a.max(v.abs()));
+    let max_rot = sim
+        .motions
+        .iter()
+        .flat_map(|m| m.params[3..].iter())
+        .fold(0f64, |a, v| a.max(v.abs()));
+    let max_tr = sim
+        .motions
+        .iter()
+        .flat_map(|m| m.params[..3].iter())
+        .fold(0f64, |a, v| a.max(v.abs()));
     let d = sim.grid.dims;
-    let affine: Vec<Vec<f64>> = (0..4).map(|r| (0..4).map(|c| sim.grid.affine[(r, c)]).collect()).collect();
+    let affine: Vec<Vec<f64>> = (0..4)
+        .map(|r| (0..4).map(|c| sim.grid.affine[(r, c)]).collect())
+        .collect();
     let meta = json!({
         "generator": format!("nifreeze-rs {} simulate", env!("CARGO_PKG_VERSION")),
         "seed": args.seed,
@@ -95,13 +105,23 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
 }
 
 fn bval_text(sim: &Simulation) -> String {
-    let v: Vec<String> = sim.gradients.bvals.iter().map(|b| format!("{}", b.round() as i64)).collect();
+    let v: Vec<String> = sim
+        .gradients
+        .bvals
+        .iter()
+        .map(|b| format!("{}", b.round() as i64))
+        .collect();
     v.join(" ") + "\n"
 }
 
 /// FSL b-vectors: image axes, x flipped when det(affine) > 0 (see conventions).
 fn bvec_text(sim: &Simulation) -> String {
-    let rows: Vec<[f64; 3]> = sim.gradients.bvecs.iter().map(|&g| ras_to_fsl(&sim.grid, g)).collect();
+    let rows: Vec<[f64; 3]> = sim
+        .gradients
+        .bvecs
+        .iter()
+        .map(|&g| ras_to_fsl(&sim.grid, g))
+        .collect();
     let mut s = String::new();
     for a in 0..3 {
         let line: Vec<String> = rows.iter().map(|r| format!("{:.8}", z(r[a]))).collect();
@@ -115,7 +135,14 @@ fn bvec_text(sim: &Simulation) -> String {
 fn mrtrix_text(sim: &Simulation) -> String {
     let mut s = String::new();
     for (g, b) in sim.gradients.bvecs.iter().zip(&sim.gradients.bvals) {
-        let _ = writeln!(s, "{:.8} {:.8} {:.8} {}", z(g[0]), z(g[1]), z(g[2]), b.round() as i64);
+        let _ = writeln!(
+            s,
+            "{:.8} {:.8} {:.8} {}",
+            z(g[0]),
+            z(g[1]),
+            z(g[2]),
+            b.round() as i64
+        );
     }
     s
 }
