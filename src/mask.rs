@@ -165,7 +165,7 @@ pub fn otsu_threshold(values: &[f32], nbins: usize) -> Option<f32> {
         lo = lo.min(v as f64);
         hi = hi.max(v as f64);
     }
-    if !(hi > lo) {
+    if hi <= lo {
         return None;
     }
     let width = (hi - lo) / nbins as f64;
@@ -179,9 +179,9 @@ pub fn otsu_threshold(values: &[f32], nbins: usize) -> Option<f32> {
     let total_sum: f64 = hist.iter().enumerate().map(|(b, &h)| h * centre(b)).sum();
     let (mut w1, mut s1) = (0.0, 0.0);
     let (mut best, mut best_b) = (f64::NEG_INFINITY, 0);
-    for b in 0..nbins - 1 {
-        w1 += hist[b];
-        s1 += hist[b] * centre(b);
+    for (b, &h) in hist.iter().enumerate().take(nbins - 1) {
+        w1 += h;
+        s1 += h * centre(b);
         let w2 = total - w1;
         if w1 == 0.0 || w2 == 0.0 {
             continue;

@@ -52,7 +52,7 @@ fn shells(bvals: &[f64]) -> (Vec<usize>, Vec<String>) {
     let ids = bvals
         .iter()
         .map(|&b| {
-            if !(b > 50.0) {
+            if b.is_nan() || b <= 50.0 {
                 return 0;
             }
             1 + groups
