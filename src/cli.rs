@@ -3,7 +3,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-const EXIT_CODES: &str = "Exit codes: 0 success; 2 bad usage or bad input (the message says what to fix); \
+const EXIT_CODES: &str =
+    "Exit codes: 0 success; 2 bad usage or bad input (the message says what to fix); \
 1 failure while running.";
 
 /// Fast, exact leave-one-volume-out head-motion estimation for diffusion MRI.
@@ -32,7 +33,9 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Simulate(SimulateArgs),
     /// Compare estimated transforms with the truth (a one-line CI regression check).
-    #[command(after_help = "Exit codes: 0 within thresholds; 1 a threshold is exceeded; 2 bad usage or bad input.")]
+    #[command(
+        after_help = "Exit codes: 0 within thresholds; 1 a threshold is exceeded; 2 bad usage or bad input."
+    )]
     Compare(CompareArgs),
 }
 

@@ -67,7 +67,9 @@ impl Grid {
     /// True when both grids have the same size and affines within `tol_mm`.
     pub fn matches(&self, other: &Grid, tol_mm: f64) -> bool {
         self.dims == other.dims
-            && (self.affine - other.affine).iter().all(|d| d.abs() <= tol_mm)
+            && (self.affine - other.affine)
+                .iter()
+                .all(|d| d.abs() <= tol_mm)
     }
 }
 
@@ -80,13 +82,20 @@ pub struct Volume {
 
 impl Volume {
     pub fn new(grid: Grid, data: Vec<f32>) -> Self {
-        assert_eq!(grid.len(), data.len(), "volume data does not match its grid");
+        assert_eq!(
+            grid.len(),
+            data.len(),
+            "volume data does not match its grid"
+        );
         Volume { grid, data }
     }
 
     pub fn zeros(grid: Grid) -> Self {
         let n = grid.len();
-        Volume { grid, data: vec![0.0; n] }
+        Volume {
+            grid,
+            data: vec![0.0; n],
+        }
     }
 }
 
@@ -100,8 +109,16 @@ pub struct Series {
 
 impl Series {
     pub fn new(grid: Grid, n_volumes: usize, data: Vec<f32>) -> Self {
-        assert_eq!(grid.len() * n_volumes, data.len(), "series data does not match its grid");
-        Series { grid, n_volumes, data }
+        assert_eq!(
+            grid.len() * n_volumes,
+            data.len(),
+            "series data does not match its grid"
+        );
+        Series {
+            grid,
+            n_volumes,
+            data,
+        }
     }
 
     /// Volume `v` as a slice.
@@ -145,6 +162,11 @@ impl Mask {
 
     /// Linear indices of the voxels inside the mask, ascending.
     pub fn indices(&self) -> Vec<usize> {
-        self.data.iter().enumerate().filter(|(_, &b)| b).map(|(i, _)| i).collect()
+        self.data
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b)
+            .map(|(i, _)| i)
+            .collect()
     }
 }

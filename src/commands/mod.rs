@@ -4,6 +4,7 @@
 mod compare;
 mod estimate;
 mod info;
+mod input;
 mod predict;
 mod register;
 mod simulate;

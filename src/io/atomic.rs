@@ -25,7 +25,10 @@ where
             dir.display()
         )));
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{}.{}.tmp", name, std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let file = File::create(&tmp)?;
@@ -37,7 +40,10 @@ where
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::runtime(format!("cannot write {}: {e}", path.display())));
+        return Err(Error::runtime(format!(
+            "cannot write {}: {e}",
+            path.display()
+        )));
     }
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -68,6 +74,10 @@ pub fn ensure_not_input(output: &Path, inputs: &[&Path]) -> Result<()> {
 
 /// Create the output folder (and parents) if it does not exist.
 pub fn create_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir)
-        .map_err(|e| Error::input(format!("cannot create output folder {}: {e}", dir.display())))
+    fs::create_dir_all(dir).map_err(|e| {
+        Error::input(format!(
+            "cannot create output folder {}: {e}",
+            dir.display()
+        ))
+    })
 }
