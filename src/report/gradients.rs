@@ -9,8 +9,8 @@
 use super::fmt_exact;
 use super::motion::polar_rotation;
 use crate::image::Grid;
-use crate::io::gradients::GradientTable;
-use nalgebra::{Matrix3, Matrix4, Vector3};
+use crate::io::gradients::{ras_to_fsl, GradientTable};
+use nalgebra::{Matrix4, Vector3};
 
 /// Vectors shorter than this are b=0 "no direction" entries and stay exactly zero.
 const ZERO_NORM: f64 = 1e-9;
@@ -47,37 +47,15 @@ pub fn rotate_bvecs(table: &GradientTable, transforms: &[Matrix4<f64>]) -> Gradi
     }
 }
 
-/// D·F: the map from FSL bvec axes to scanner RAS for this grid (orthogonal; inverse = transpose).
-/// D = A·diag(1/column norms) when the affine has no shear, else the polar rotation of A.
-pub fn fsl_to_ras(grid: &Grid) -> Matrix3<f64> {
-    let a = grid.affine.fixed_view::<3, 3>(0, 0).into_owned();
-    let mut d = a;
-    for c in 0..3 {
-        let n = a.column(c).norm();
-        if n > 0.0 {
-            d.set_column(c, &(a.column(c) / n));
-        }
-    }
-    if (d.transpose() * d - Matrix3::identity()).abs().max() > 1e-6 {
-        d = polar_rotation(&a);
-    }
-    let f = if a.determinant() > 0.0 {
-        Matrix3::from_diagonal(&Vector3::new(-1.0, 1.0, 1.0))
-    } else {
-        Matrix3::identity()
-    };
-    d * f
-}
-
 /// FSL text of a table for images on `grid`: (bval, bvec). bval is one row; bvec three rows
-/// (x, y, z) of N columns, b = F·Dᵀ·g renormalised. Numbers use the shortest exact text;
+/// (x, y, z) of N columns, b = F·Dᵀ·g renormalised (the conversion of
+/// [`crate::io::gradients::ras_to_fsl`], the inverse of the reader's). Numbers use the shortest exact text;
 /// each file ends with a newline.
 pub fn fsl_text(table: &GradientTable, grid: &Grid) -> (String, String) {
-    let to_fsl = fsl_to_ras(grid).transpose();
     let vecs: Vec<[f64; 3]> = table
         .bvecs
         .iter()
-        .map(|g| unit_or_zero(to_fsl * Vector3::from(*g)))
+        .map(|g| unit_or_zero(Vector3::from(ras_to_fsl(grid, *g))))
         .collect();
     let bval = table
         .bvals

@@ -3,11 +3,14 @@
 //! readable on its own (title, units, ticks, legends, the conventions in a footnote).
 
 use super::motion::MotionRow;
+use crate::io::gradients::{self, GradientTable};
 use std::fmt::Write;
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 78.0;
 const RIGHT: f64 = 150.0; // room for legends beside each panel
+/// b ≤ this is a b=0 volume (the tool's default --b0-threshold).
+const B0_THRESHOLD: f64 = 50.0;
 const PANEL_H: f64 = 150.0;
 const PANEL_GAP: f64 = 42.0;
 const TOP: f64 = 132.0; // below the title block and b-value strip
@@ -27,40 +30,22 @@ fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// Shells of the b-values: b ≤ 50 is b=0 (shell 0); others cluster when within 100 s/mm² of
-/// the previous sorted value. Returns per-volume shell ids and each shell's label.
+/// Shells of the b-values as the rest of the tool sees them ([`crate::io::gradients::shells`],
+/// b ≤ 50 is b=0 = shell 0). Returns per-volume shell ids and each shell's label.
 fn shells(bvals: &[f64]) -> (Vec<usize>, Vec<String>) {
-    let mut dw: Vec<f64> = bvals
-        .iter()
-        .copied()
-        .filter(|&b| b > 50.0 && b.is_finite())
-        .collect();
-    dw.sort_by(|a, b| a.total_cmp(b));
-    let mut groups: Vec<Vec<f64>> = Vec::new();
-    for b in dw {
-        match groups.last_mut() {
-            Some(g) if b - g[g.len() - 1] <= 100.0 => g.push(b),
-            _ => groups.push(vec![b]),
-        }
-    }
+    let table = GradientTable {
+        bvecs: vec![[0.0; 3]; bvals.len()],
+        bvals: bvals.to_vec(),
+    };
+    let mut ids = vec![0; bvals.len()];
     let mut labels = vec!["b=0".to_string()];
-    for g in &groups {
-        let mean = g.iter().sum::<f64>() / g.len() as f64;
+    for (s, shell) in gradients::shells(&table, B0_THRESHOLD).iter().enumerate() {
+        for &i in &shell.indices {
+            ids[i] = s + 1;
+        }
         // Scanners jitter b around the nominal value: show the mean to the nearest 10.
-        labels.push(format!("b≈{}", (mean / 10.0).round() * 10.0));
+        labels.push(format!("b≈{}", (shell.bvalue / 10.0).round() * 10.0));
     }
-    let ids = bvals
-        .iter()
-        .map(|&b| {
-            if b.is_nan() || b <= 50.0 {
-                return 0;
-            }
-            1 + groups
-                .iter()
-                .position(|g| b >= g[0] && b <= g[g.len() - 1])
-                .unwrap_or(0)
-        })
-        .collect();
     (ids, labels)
 }
 
