@@ -22,13 +22,30 @@ pub const FD_RADIUS_MM: f64 = 50.0;
 /// closest to M in the Frobenius norm. Equals M for a rotation; keeps det's sign, so a
 /// reflection stays a reflection (needed for image axes stored LAS).
 pub fn polar_rotation(m: &Matrix3<f64>) -> Matrix3<f64> {
-    // A rotation already: skip the SVD so exact inputs stay exact.
+    // A rotation already: skip the iteration so exact inputs stay exact.
     if (m.transpose() * m - Matrix3::identity()).abs().max() < 1e-12 {
         return *m;
     }
+    // Newton's iteration X ← (X + X⁻ᵀ)/2 converges quadratically to the orthogonal polar
+    // factor for any non-singular M, to full f64 precision (nalgebra's SVD stops ~1e-11 short).
+    let mut x = *m;
+    for _ in 0..100 {
+        let Some(inv) = x.try_inverse() else {
+            break;
+        };
+        let next = (x + inv.transpose()) * 0.5;
+        let change = (next - x).abs().max();
+        x = next;
+        if change < 1e-15 {
+            return x;
+        }
+    }
+    // Singular or not converged: fall back to the SVD.
     let svd = m.svd(true, true);
-    let (u, vt) = (svd.u.unwrap(), svd.v_t.unwrap());
-    u * vt
+    match (svd.u, svd.v_t) {
+        (Some(u), Some(vt)) => u * vt,
+        _ => Matrix3::identity(),
+    }
 }
 
 /// Euler angles (rx, ry, rz) in radians with R = Rz(rz)·Ry(ry)·Rx(rx).
