@@ -1,6 +1,8 @@
 //! Engine properties: determinism across threads and chunk sizes, fast path vs the plain
 //! per-voxel path, exact recovery of noise-free DTI/DKI signals, input errors, S0 rules.
 
+#![allow(clippy::needless_range_loop)]
+
 use nalgebra::{Matrix3, Matrix4, Rotation3, Vector3};
 use nifreeze::cli::GradientArgs;
 use nifreeze::image::{Grid, Mask, Series};
@@ -67,7 +69,6 @@ fn identical_for_any_threads_and_chunks() {
                 .iter()
                 .zip(&v4.data)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
-            break; // one method per kind keeps the test fast; OLS is a prefix of WLS
         }
     }
 }

@@ -21,6 +21,8 @@
 //! not depend on which chunk it is in, so results are identical for any chunk size and thread
 //! count.
 
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
+
 use super::design::{self, Column, MomentMap};
 use super::linalg;
 use super::tensor::{log_prediction, log_prediction_literal, MIN_SIGNAL};
@@ -229,7 +231,7 @@ impl LovoEngine {
         for &k in &dw {
             let g = gradients.bvecs[k];
             let n = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
-            if !gradients.bvals[k].is_finite() || !(n > 0.5 && n < 1.5) {
+            if !(gradients.bvals[k].is_finite() && n > 0.5 && n < 1.5) {
                 return Err(Error::input(format!(
                     "volume {k}: b={} with gradient {:?} is not a usable diffusion-weighted measurement",
                     gradients.bvals[k], g
@@ -644,6 +646,20 @@ fn cholesky_solve<const P: usize>(a: &mut [[f64; P]; P], b: &mut [f64; P]) -> bo
         b[i] = s / a[i][i];
     }
     true
+}
+
+/// The voxelwise median of the b=0 volumes (b ≤ `b0_threshold`) — the S0 the engine uses and
+/// the reference for an automatic brain mask; `None` without b=0 volumes.
+pub fn median_b0(series: &Series, gradients: &GradientTable, b0_threshold: f64) -> Option<Volume> {
+    let b0 = gradients.b0_indices(b0_threshold);
+    if b0.is_empty() || gradients.len() != series.n_volumes {
+        return None;
+    }
+    let m = median_volumes(series, &b0);
+    Some(Volume::new(
+        series.grid.clone(),
+        m.iter().map(|&v| v as f32).collect(),
+    ))
 }
 
 /// Voxelwise median of the given volumes (mean of the middle two for an even count, in f64).
