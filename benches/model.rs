@@ -38,6 +38,10 @@ fn main() {
         mask.count(),
         t.elapsed().as_secs_f64()
     );
+    // MODEL_BENCH_ONLY=dti|dki restricts the run to one model.
+    let only = std::env::var("MODEL_BENCH_ONLY")
+        .unwrap_or_default()
+        .to_lowercase();
     let pool = |n| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -45,6 +49,9 @@ fn main() {
             .unwrap()
     };
     for (kind, name) in [(ModelKind::Dti, "DTI"), (ModelKind::Dki, "DKI")] {
+        if !only.is_empty() && only != name.to_lowercase() {
+            continue;
+        }
         for method in [FitMethod::Wls, FitMethod::Ols] {
             let mut per_j = Vec::new();
             for j in [1usize, 2] {

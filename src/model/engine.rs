@@ -24,6 +24,7 @@
 #![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
 use super::design::{self, Column, MomentMap};
+use super::kernel::{self, FoldData, Scratch, LANES};
 use super::linalg;
 use super::tensor::{log_prediction, log_prediction_literal, MIN_SIGNAL};
 use super::{FitMethod, ModelKind};
@@ -31,8 +32,6 @@ use crate::image::{Grid, Mask, Series, Volume};
 use crate::io::gradients::{shells, GradientTable};
 use crate::{Error, Result};
 use nalgebra::{DMatrix, DVector};
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// Mask voxels whose S0 is below this are not fitted (nifreeze's `DEFAULT_MIN_S0`).
@@ -68,8 +67,10 @@ pub struct LovoEngine {
     cols: Vec<Column>,
     /// Design matrix (ms/µm²), `n_cols × p`, row-major.
     x: Vec<f64>,
-    /// Moment rows (ms/µm²), `n_cols × n_moments`, row-major.
-    q: Vec<f64>,
+    /// Design matrix transposed, `p × n_cols`.
+    xt: Vec<f64>,
+    /// Moment matrix transposed (ms/µm²), `n_moments × n_cols`.
+    qt: Vec<f64>,
     moments: MomentMap,
     chunk: usize,
 }
@@ -256,6 +257,17 @@ impl LovoEngine {
             q.extend(moments.row(bvals[c] / 1000.0, bvecs[c]));
         }
         // The gradient directions must determine the model.
+        let nm = moments.keys.len();
+        let mut xt = vec![0.0; p * nc];
+        let mut qt = vec![0.0; nm * nc];
+        for c in 0..nc {
+            for j in 0..p {
+                xt[j * nc + c] = x[c * p + j];
+            }
+            for k in 0..nm {
+                qt[k * nc + c] = q[c * nm + k];
+            }
+        }
         let sv = linalg::singular_values(&DMatrix::from_row_slice(nc, p, &x));
         if !(sv[p - 1] > 1e-10 * sv[0]) {
             return Err(Error::input(format!(
@@ -316,7 +328,8 @@ impl LovoEngine {
             bvecs,
             cols,
             x,
-            q,
+            xt,
+            qt,
             moments,
             chunk: DEFAULT_CHUNK,
         })
@@ -418,106 +431,43 @@ impl LovoEngine {
         out
     }
 
-    /// Fit and predict one chunk of `P`-parameter models.
+    /// Fit and predict one chunk of `P`-parameter models, [`kernel::LANES`] voxels at a time.
     fn chunk_fast<const P: usize>(&self, fold: &Fold, y: &[f64], s0: &[f64], out: &mut [f64]) {
-        let nv = s0.len();
         let nc = self.bvals.len();
-        let h = fold.h;
-        let ym = ArrayView2::from_shape((nv, nc), y).expect("chunk shape");
-        let pinv_t = ArrayView2::from_shape((P, nc), &fold.pinv[..])
-            .expect("pinv shape")
-            .reversed_axes();
-        let mut beta = vec![0.0f64; nv * P];
-        general_mat_mul(
-            1.0,
-            &ym,
-            &pinv_t,
-            0.0,
-            &mut ArrayViewMut2::from_shape((nv, P), &mut beta[..]).expect("beta shape"),
-        );
-        if self.method == FitMethod::Ols {
-            for v in 0..nv {
-                out[v] =
-                    log_prediction(&beta[v * P..(v + 1) * P], &fold.x_pred, s0[v], fold.thr).exp();
-            }
-            return;
-        }
-
-        // WLS weights: w_i = exp(x_i·β_ols); the normal equations use w_i². Scaling all weights
-        // of a voxel by one factor leaves the solution unchanged, so they are taken relative to
-        // the largest (no overflow for wild OLS fits).
-        let xm = ArrayView2::from_shape((nc, P), &self.x[..]).expect("design shape");
-        let mut w = vec![0.0f64; nv * nc];
-        general_mat_mul(
-            1.0,
-            &ArrayView2::from_shape((nv, P), &beta[..]).expect("beta shape"),
-            &xm.t(),
-            0.0,
-            &mut ArrayViewMut2::from_shape((nv, nc), &mut w[..]).expect("w shape"),
-        );
-        let mut wy = vec![0.0f64; nv * nc];
-        for v in 0..nv {
-            let f = &mut w[v * nc..(v + 1) * nc];
-            let mut fmax = f64::NEG_INFINITY;
-            for (i, &fi) in f.iter().enumerate() {
-                if i != h && fi > fmax {
-                    fmax = fi;
-                }
-            }
-            let yv = &y[v * nc..(v + 1) * nc];
-            let wyv = &mut wy[v * nc..(v + 1) * nc];
-            for i in 0..nc {
-                let wi = if i == h {
-                    0.0
+        let fd = FoldData {
+            nc,
+            h: fold.h,
+            pinv: &fold.pinv,
+            x: &self.x,
+            xt: &self.xt,
+            qt: &self.qt,
+            entries: &self.moments.entries,
+            wls: self.method == FitMethod::Wls,
+            pivot_tol: PIVOT_TOL,
+        };
+        let avx2 = kernel::has_avx2();
+        let mut sc = Scratch::new(nc, self.moments.keys.len(), P);
+        let nv = s0.len();
+        let mut start = 0;
+        while start < nv {
+            let g = (nv - start).min(LANES);
+            let fit =
+                kernel::fit_group::<P>(&fd, &y[start * nc..(start + g) * nc], g, &mut sc, avx2);
+            for l in 0..g {
+                let v = start + l;
+                let beta: [f64; P] = if fit.bad[l] {
+                    // Too ill-conditioned for normal equations: weighted least squares by SVD.
+                    let sw: Vec<f64> = (0..nc).map(|c| sc.weight(c, l).sqrt()).collect();
+                    let sol = self.weighted_lstsq(fold.h, &sw, &y[v * nc..(v + 1) * nc]);
+                    let mut b = [0.0f64; P];
+                    b.copy_from_slice(sol.as_slice());
+                    b
                 } else {
-                    (2.0 * (f[i] - fmax)).exp()
+                    fit.beta[l]
                 };
-                f[i] = wi;
-                wyv[i] = wi * yv[i];
+                out[v] = log_prediction(&beta, &fold.x_pred, s0[v], fold.thr).exp();
             }
-        }
-        let nm = self.moments.keys.len();
-        let mut mom = vec![0.0f64; nv * nm];
-        general_mat_mul(
-            1.0,
-            &ArrayView2::from_shape((nv, nc), &w[..]).expect("w shape"),
-            &ArrayView2::from_shape((nc, nm), &self.q[..]).expect("q shape"),
-            0.0,
-            &mut ArrayViewMut2::from_shape((nv, nm), &mut mom[..]).expect("mom shape"),
-        );
-        let mut rhs = vec![0.0f64; nv * P];
-        general_mat_mul(
-            1.0,
-            &ArrayView2::from_shape((nv, nc), &wy[..]).expect("wy shape"),
-            &xm,
-            0.0,
-            &mut ArrayViewMut2::from_shape((nv, P), &mut rhs[..]).expect("rhs shape"),
-        );
-        let entries = &self.moments.entries;
-        for v in 0..nv {
-            let m = &mom[v * nm..(v + 1) * nm];
-            let mut a = [[0.0f64; P]; P];
-            let mut e = 0;
-            for j in 0..P {
-                for k in j..P {
-                    let (idx, f) = entries[e];
-                    a[k][j] = f * m[idx];
-                    e += 1;
-                }
-            }
-            let mut b = [0.0f64; P];
-            b.copy_from_slice(&rhs[v * P..(v + 1) * P]);
-            let beta_v: [f64; P] = if cholesky_solve(&mut a, &mut b) {
-                b
-            } else {
-                // Too ill-conditioned for normal equations: weighted least squares by SVD.
-                let sw: Vec<f64> = (0..nc).map(|i| w[v * nc + i].sqrt()).collect();
-                let sol = self.weighted_lstsq(h, &sw, &y[v * nc..(v + 1) * nc]);
-                let mut s = [0.0f64; P];
-                s.copy_from_slice(sol.as_slice());
-                s
-            };
-            out[v] = log_prediction(&beta_v, &fold.x_pred, s0[v], fold.thr).exp();
+            start += g;
         }
     }
 
@@ -606,46 +556,6 @@ impl Samples for F64Samples<'_> {
 fn log_signal(s: f64) -> f64 {
     // f64::max returns the other operand for NaN: a NaN sample counts as the minimum signal.
     s.max(MIN_SIGNAL).ln()
-}
-
-/// In-place Cholesky solve of `a·x = b` (lower triangle of `a` used; `b` becomes x).
-/// Returns false when a pivot is not clearly positive.
-#[inline]
-fn cholesky_solve<const P: usize>(a: &mut [[f64; P]; P], b: &mut [f64; P]) -> bool {
-    for j in 0..P {
-        let mut d = a[j][j];
-        for k in 0..j {
-            d -= a[j][k] * a[j][k];
-        }
-        if !(d > PIVOT_TOL * a[j][j]) {
-            return false;
-        }
-        let d = d.sqrt();
-        a[j][j] = d;
-        let inv = 1.0 / d;
-        for i in j + 1..P {
-            let mut s = a[i][j];
-            for k in 0..j {
-                s -= a[i][k] * a[j][k];
-            }
-            a[i][j] = s * inv;
-        }
-    }
-    for i in 0..P {
-        let mut s = b[i];
-        for k in 0..i {
-            s -= a[i][k] * b[k];
-        }
-        b[i] = s / a[i][i];
-    }
-    for i in (0..P).rev() {
-        let mut s = b[i];
-        for k in i + 1..P {
-            s -= a[k][i] * b[k];
-        }
-        b[i] = s / a[i][i];
-    }
-    true
 }
 
 /// The voxelwise median of the b=0 volumes (b ≤ `b0_threshold`) — the S0 the engine uses and
@@ -749,26 +659,6 @@ fn compact_list(v: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cholesky_solves() {
-        let mut a = [[4.0, 0.0, 0.0], [2.0, 5.0, 0.0], [0.4, 1.0, 3.0]];
-        let full = [[4.0, 2.0, 0.4], [2.0, 5.0, 1.0], [0.4, 1.0, 3.0]];
-        let x = [1.0, -2.0, 0.5];
-        let mut b = [0.0; 3];
-        for i in 0..3 {
-            for j in 0..3 {
-                b[i] += full[i][j] * x[j];
-            }
-        }
-        assert!(cholesky_solve(&mut a, &mut b));
-        for i in 0..3 {
-            assert!((b[i] - x[i]).abs() < 1e-14);
-        }
-        let mut s = [[1.0, 0.0], [1.0, 1.0]];
-        let mut r = [1.0, 1.0];
-        assert!(!cholesky_solve(&mut s, &mut r));
-    }
 
     #[test]
     fn median_and_list() {
