@@ -369,3 +369,118 @@ mod tests {
         assert_eq!(exp_nonpositive(f64::NEG_INFINITY), 0.0);
     }
 }
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use crate::model::design::{self, MomentMap};
+    use crate::model::{linalg, ModelKind};
+    use nalgebra::DMatrix;
+
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The AVX2 and baseline builds agree bit for bit, lanes are independent of each other,
+    /// and the WLS solution equals an SVD solve of the weighted problem.
+    #[test]
+    fn builds_and_lanes_agree() {
+        let mut seed = 5u64;
+        let cols = design::columns(ModelKind::Dki);
+        let p = cols.len();
+        let map = MomentMap::new(&cols);
+        let nc = 50;
+        let mut x = Vec::new();
+        let mut q = Vec::new();
+        for c in 0..nc {
+            let b = if c == nc - 1 {
+                0.0
+            } else {
+                [1.0, 2.0, 3.0][c % 3]
+            };
+            let v = [
+                lcg(&mut seed) - 0.5,
+                lcg(&mut seed) - 0.5,
+                lcg(&mut seed) - 0.5,
+            ];
+            let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            let g = [v[0] / n, v[1] / n, v[2] / n];
+            x.extend(design::row(&cols, b, g));
+            q.extend(map.row(b, g));
+        }
+        let h = 7;
+        let nm = map.keys.len();
+        let mut xt = vec![0.0; p * nc];
+        let mut qt = vec![0.0; nm * nc];
+        for c in 0..nc {
+            for j in 0..p {
+                xt[j * nc + c] = x[c * p + j];
+            }
+            for k in 0..nm {
+                qt[k * nc + c] = q[c * nm + k];
+            }
+        }
+        let train: Vec<usize> = (0..nc).filter(|&c| c != h).collect();
+        let xm = DMatrix::from_fn(train.len(), p, |r, j| x[train[r] * p + j]);
+        let pi = linalg::pinv(&xm, 1e-15);
+        let mut pinv = vec![0.0; p * nc];
+        for j in 0..p {
+            for (r, &c) in train.iter().enumerate() {
+                pinv[j * nc + c] = pi[(j, r)];
+            }
+        }
+        let fd = FoldData {
+            nc,
+            h,
+            pinv: &pinv,
+            x: &x,
+            xt: &xt,
+            qt: &qt,
+            entries: &map.entries,
+            wls: true,
+            pivot_tol: 1e-12,
+        };
+        let y: Vec<f64> = (0..LANES * nc).map(|_| 5.0 + lcg(&mut seed)).collect();
+        let mut sc = Scratch::new(nc, nm, p);
+        let a = fit_group::<22>(&fd, &y, LANES, &mut sc, false);
+        if has_avx2() {
+            let b = fit_group::<22>(&fd, &y, LANES, &mut sc, true);
+            for l in 0..LANES {
+                for j in 0..p {
+                    assert_eq!(a.beta[l][j].to_bits(), b.beta[l][j].to_bits());
+                }
+            }
+        }
+        for l in 0..LANES {
+            // the same voxel alone in a group gives the same bits
+            let one = fit_group::<22>(&fd, &y[l * nc..(l + 1) * nc], 1, &mut sc, false);
+            assert!(!one.bad[0]);
+            for j in 0..p {
+                assert_eq!(a.beta[l][j].to_bits(), one.beta[0][j].to_bits());
+            }
+            // and equals DIPY's recipe: w = exp(X β_ols), β = pinv(diag(w) X) (w ∘ y)
+            let yv = &y[l * nc..(l + 1) * nc];
+            let ols: Vec<f64> = (0..p)
+                .map(|j| (0..nc).map(|c| pinv[j * nc + c] * yv[c]).sum())
+                .collect();
+            let w: Vec<f64> = train
+                .iter()
+                .map(|&c| (0..p).map(|j| x[c * p + j] * ols[j]).sum::<f64>().exp())
+                .collect();
+            let aw = DMatrix::from_fn(train.len(), p, |r, j| w[r] * x[train[r] * p + j]);
+            let bw = nalgebra::DVector::from_fn(train.len(), |r, _| w[r] * yv[train[r]]);
+            let want = linalg::pinv(&aw, 1e-15) * bw;
+            for j in 0..p {
+                assert!(
+                    (a.beta[l][j] - want[j]).abs() <= 1e-9 * want.amax(),
+                    "lane {l} coef {j}: {} vs {}",
+                    a.beta[l][j],
+                    want[j]
+                );
+            }
+        }
+    }
+}
