@@ -3,8 +3,8 @@
 //! Every column is `coef · b^k · x^a y^b z^c` with k = (a+b+c)/2, so the product of two columns
 //! is again such a monomial. That lets the weighted normal matrix `Xᵀ W X` of a voxel be
 //! assembled from a few *moments* `Σ_i w_i b_i^k x_i^a y_i^b z_i^c` (95 for DKI instead of the
-//! 253 distinct entries of a 22×22 symmetric matrix; 22 instead of 28 for DTI): one matrix
-//! product builds them for a whole chunk of voxels.
+//! 253 distinct entries of a 22×22 symmetric matrix; 22 instead of 28 for DTI), one pass over
+//! the measurements per voxel group (see [`super::kernel`]).
 //!
 //! b is expressed in ms/µm² (b/1000) in every matrix the solvers see: in s/mm² the DKI normal
 //! matrix has a condition number around 1e12 (notes/conventions.md).

@@ -10,16 +10,21 @@
 //!   (DIPY's DKI needs a b=0 row), DTI does not. Signals are clipped below at 1e-4 before the
 //!   log, as DIPY does.
 //! - WLS is DIPY's two-pass fit: OLS, then weights w² with w = the OLS-predicted signal.
-//! - the prediction goes through DIPY's eigenvalue clipping (see [`super::tensor`]).
+//! - the prediction goes through DIPY's eigenvalue clipping (see [`super::tensor`]). DIPY's
+//!   floor, `1e-6 / max(−design matrix in s/mm²)` over the fitted rows, takes the largest
+//!   entry (e.g. 2b·gx·gy, whose sign flips with an axis flip), so it depends on the gradient
+//!   frame: gradients are expected in scanner RAS, as nifreeze hands them to DIPY.
+//! - a NaN sample counts as the minimum signal; voxels with non-finite S0 are left out.
 //!
-//! Speed: the log-signals of the fitted voxels are stored once, voxel-major, so a chunk of
-//! voxels is one contiguous matrix `Y` (voxels × volumes). The held-out volume is a zero column
-//! of the fold's OLS pseudo-inverse and a zero weight, so every fold uses the same `Y`:
-//! `B_ols = Y·P_hᵀ` is one matrix product per chunk; WLS builds each voxel's normal matrix from
-//! weighted moments (`W·Q`, one product per chunk, see [`super::design`]) and solves it with a
-//! small Cholesky (SVD fallback when it is too ill-conditioned). Each voxel's arithmetic does
-//! not depend on which chunk it is in, so results are identical for any chunk size and thread
-//! count.
+//! Speed: the log-signals of the fitted voxels are stored once, voxel-major (ln taken once, not
+//! per fold). The held-out volume is a zero column of the fold's OLS pseudo-inverse and a zero
+//! weight, so every fold reads the same data. Per fold, everything shared across voxels —
+//! pseudo-inverse, design, moment matrix, eigenvalue floor — is computed once; voxels are then
+//! fitted [`kernel::LANES`] at a time in lock-step ([`super::kernel`]): OLS coefficients,
+//! WLS weights, the normal matrix from weighted moments (see [`super::design`]), a small
+//! Cholesky (SVD fallback when too ill-conditioned). Chunks of voxels go to the current rayon
+//! pool; each voxel's arithmetic is independent of its chunk, lane and thread, so results are
+//! bit-identical for any chunk size and thread count.
 
 #![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 

@@ -316,8 +316,8 @@ fn matvec(rows: &[f64], vecs: &[V], out: &mut [V]) {
 #[inline(always)]
 pub fn exp_nonpositive(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = 0.6931471803691238; // 0x3fe62e42fee00000
+    const LN2_LO: f64 = 1.9082149292705877e-10; // 0x3dea39ef35793c76
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5·2^52
     let underflow = x < -708.0;
     let xc = if underflow { -708.0 } else { x };
