@@ -1,0 +1,221 @@
+//! Metric: least squares with a fitted intensity scale and offset, in inverse-compositional
+//! form.
+//!
+//! The fixed image is a model prediction and the moving image an acquisition of the same
+//! contrast, so we model `M(T·x) ≈ a·F(Δ·x) + b` over fixed sample points `x`. Linearising the
+//! increment at identity gives `M(T·x) ≈ a·F(x) + b + G(x)·q` with `G = ∇F·∂(Δx)/∂p` and
+//! `q = a·p`: a problem *linear* in `(a, b, q)` whose design matrix `X = [F, 1, G]` depends on
+//! the fixed image only. `XᵀX` is therefore built once per pyramid level and each iteration
+//! costs one interpolation of the moving image per sample plus `Xᵀw` (Baker & Matthews'
+//! inverse-compositional algorithm with a linear appearance model). Because the gradient is
+//! taken from the smooth prediction rather than the noisy acquisition, the noise of the
+//! moving image does not correlate with the Jacobian and does not bias the fixed point.
+//!
+//! Sums run over fixed chunks of samples reduced in chunk order, so results are bit-identical
+//! for any number of rayon threads.
+
+use super::interpolate::{trilinear, BSpline};
+use super::transform::TransformKind;
+use nalgebra::{DMatrix, Matrix4, Vector3};
+use rayon::prelude::*;
+
+/// Samples per chunk of the ordered parallel reduction (fixed: results never depend on it
+/// varying with the thread count).
+const CHUNK: usize = 2048;
+/// Maximum width of a design row: F, 1 and 12 affine parameters.
+const MAXW: usize = 14;
+
+/// The moving image as seen by the metric at one pyramid level.
+pub enum MovingImage {
+    Linear { data: Vec<f32>, dims: [usize; 3] },
+    Cubic(BSpline),
+}
+
+impl MovingImage {
+    #[inline]
+    pub fn value(&self, p: [f64; 3]) -> f64 {
+        match self {
+            MovingImage::Linear { data, dims } => trilinear(data, *dims, p),
+            MovingImage::Cubic(s) => s.value(p),
+        }
+    }
+}
+
+/// Fixed-image samples of one level with their design rows `[F, 1, G…]` and `XᵀX`.
+pub struct FixedSamples {
+    pub kind: TransformKind,
+    /// Fixed voxel coordinates of the samples.
+    pub vox: Vec<[f64; 3]>,
+    /// Row-major design matrix, `width` values per sample.
+    pub rows: Vec<f64>,
+    pub width: usize,
+    /// `XᵀX`, `width × width`.
+    pub normal: DMatrix<f64>,
+}
+
+/// Sufficient statistics of one metric evaluation: `Xᵀw` and `Σw²`.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub xtw: Vec<f64>,
+    pub sww: f64,
+}
+
+impl FixedSamples {
+    /// Build the samples from the (smoothed) fixed image at voxel points `pts`.
+    /// `affine` is the fixed grid's voxel→world matrix, `centre` the increment centre (world).
+    pub fn new(
+        fixed: &[f32],
+        dims: [usize; 3],
+        affine: &Matrix4<f64>,
+        pts: &[[usize; 3]],
+        kind: TransformKind,
+        centre: &Vector3<f64>,
+        spline_gradient: bool,
+    ) -> Self {
+        let spline = spline_gradient.then(|| BSpline::new(fixed, dims));
+        let width = kind.n_params() + 2;
+        let a3 = affine.fixed_view::<3, 3>(0, 0).into_owned();
+        let inv_t = a3
+            .try_inverse()
+            .expect("fixed affine is invertible")
+            .transpose();
+        let nx = dims[0];
+        let plane = nx * dims[1];
+        let at = |i: usize, j: usize, k: usize| fixed[i + nx * j + plane * k] as f64;
+        let mut rows = Vec::with_capacity(pts.len() * width);
+        let mut vox = Vec::with_capacity(pts.len());
+        let mut jac = [0.0; 12];
+        for &[i, j, k] in pts {
+            let (gx, gy, gz) = if let Some(sp) = &spline {
+                // derivative of the cubic spline through the samples: consistent with the
+                // cubic interpolation of the moving image, so Gauss–Newton converges faster
+                let (_, g) = sp.value_gradient([i as f64, j as f64, k as f64]);
+                (g[0], g[1], g[2])
+            } else {
+                // central differences (one-sided at the border), per voxel index
+                let d = |lo: f64, hi: f64, span: f64| (hi - lo) / span;
+                let gx = {
+                    let (l, h) = (i.saturating_sub(1), (i + 1).min(dims[0] - 1));
+                    d(at(l, j, k), at(h, j, k), (h - l).max(1) as f64)
+                };
+                let gy = {
+                    let (l, h) = (j.saturating_sub(1), (j + 1).min(dims[1] - 1));
+                    d(at(i, l, k), at(i, h, k), (h - l).max(1) as f64)
+                };
+                let gz = {
+                    let (l, h) = (k.saturating_sub(1), (k + 1).min(dims[2] - 1));
+                    d(at(i, j, l), at(i, j, h), (h - l).max(1) as f64)
+                };
+                (gx, gy, gz)
+            };
+            let g = inv_t * Vector3::new(gx, gy, gz);
+            let p = [i as f64, j as f64, k as f64];
+            let x = affine.fixed_view::<3, 3>(0, 0) * Vector3::new(p[0], p[1], p[2])
+                + affine.fixed_view::<3, 1>(0, 3);
+            kind.jacobian_row(&g, &(x - centre), &mut jac);
+            rows.push(at(i, j, k));
+            rows.push(1.0);
+            rows.extend_from_slice(&jac[..kind.n_params()]);
+            vox.push(p);
+        }
+        // XᵀX with the same ordered chunk reduction as the evaluations
+        let partial: Vec<Vec<f64>> = rows
+            .par_chunks(CHUNK * width)
+            .map(|chunk| {
+                let mut h = vec![0.0; width * width];
+                for r in chunk.chunks_exact(width) {
+                    for a in 0..width {
+                        let ra = r[a];
+                        for b in a..width {
+                            h[a * width + b] += ra * r[b];
+                        }
+                    }
+                }
+                h
+            })
+            .collect();
+        let mut normal = DMatrix::zeros(width, width);
+        for h in &partial {
+            for a in 0..width {
+                for b in a..width {
+                    normal[(a, b)] += h[a * width + b];
+                }
+            }
+        }
+        for a in 0..width {
+            for b in 0..a {
+                normal[(a, b)] = normal[(b, a)];
+            }
+        }
+        FixedSamples {
+            kind,
+            vox,
+            rows,
+            width,
+            normal,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.vox.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vox.is_empty()
+    }
+
+    /// Interpolate the moving image at `v·p` for every sample (`v`: fixed voxel → moving voxel)
+    /// and accumulate `Xᵀw`, `Σw²`.
+    pub fn evaluate(&self, moving: &MovingImage, v: &Matrix4<f64>) -> Evaluation {
+        let w = self.width;
+        let m: [[f64; 4]; 3] = [
+            [v[(0, 0)], v[(0, 1)], v[(0, 2)], v[(0, 3)]],
+            [v[(1, 0)], v[(1, 1)], v[(1, 2)], v[(1, 3)]],
+            [v[(2, 0)], v[(2, 1)], v[(2, 2)], v[(2, 3)]],
+        ];
+        let partial: Vec<[f64; MAXW + 1]> = self
+            .vox
+            .par_chunks(CHUNK)
+            .zip(self.rows.par_chunks(CHUNK * w))
+            .map(|(vox, rows)| {
+                let mut acc = [0.0f64; MAXW + 1];
+                for (p, r) in vox.iter().zip(rows.chunks_exact(w)) {
+                    let q = [
+                        m[0][0] * p[0] + m[0][1] * p[1] + m[0][2] * p[2] + m[0][3],
+                        m[1][0] * p[0] + m[1][1] * p[1] + m[1][2] * p[2] + m[1][3],
+                        m[2][0] * p[0] + m[2][1] * p[1] + m[2][2] * p[2] + m[2][3],
+                    ];
+                    let val = moving.value(q);
+                    for a in 0..w {
+                        acc[a] += r[a] * val;
+                    }
+                    acc[MAXW] += val * val;
+                }
+                acc
+            })
+            .collect();
+        let mut xtw = vec![0.0; w];
+        let mut sww = 0.0;
+        for acc in &partial {
+            for a in 0..w {
+                xtw[a] += acc[a];
+            }
+            sww += acc[MAXW];
+        }
+        Evaluation { xtw, sww }
+    }
+
+    /// Normalised correlation between the fixed samples and the interpolated moving values.
+    pub fn correlation(&self, e: &Evaluation) -> f64 {
+        let n = self.normal[(1, 1)];
+        let (sf, sff) = (self.normal[(0, 1)], self.normal[(0, 0)]);
+        let (sw, sfw) = (e.xtw[1], e.xtw[0]);
+        let cov = sfw - sf * sw / n;
+        let vf = sff - sf * sf / n;
+        let vw = e.sww - sw * sw / n;
+        if vf <= 0.0 || vw <= 0.0 {
+            return 0.0;
+        }
+        cov / (vf * vw).sqrt()
+    }
+}
