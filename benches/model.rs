@@ -9,6 +9,19 @@ use nifreeze::model::{FitMethod, LovoEngine, ModelKind};
 use std::path::Path;
 use std::time::Instant;
 
+/// CPU seconds used by this process so far (user + system, all threads; Linux only, else 0):
+/// on a shared machine wall time depends on the other load, CPU time much less.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // fields after the ")" of the command name; utime and stime are fields 14 and 15
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/phantoms/bench");
     let dwi = dir.join("dwi.nii.gz");
@@ -38,6 +51,10 @@ fn main() {
         mask.count(),
         t.elapsed().as_secs_f64()
     );
+    // MODEL_BENCH_ONLY=dti|dki restricts the run to one model.
+    let only = std::env::var("MODEL_BENCH_ONLY")
+        .unwrap_or_default()
+        .to_lowercase();
     let pool = |n| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -45,6 +62,9 @@ fn main() {
             .unwrap()
     };
     for (kind, name) in [(ModelKind::Dti, "DTI"), (ModelKind::Dki, "DKI")] {
+        if !only.is_empty() && only != name.to_lowercase() {
+            continue;
+        }
         for method in [FitMethod::Wls, FitMethod::Ols] {
             let mut per_j = Vec::new();
             for j in [1usize, 2] {
@@ -55,13 +75,15 @@ fn main() {
                     let t_new = t.elapsed().as_secs_f64();
                     let dw = e.dw_indices().to_vec();
                     let t = Instant::now();
+                    let c0 = cpu_seconds();
                     for f in 0..folds {
                         let k = dw[(f * 17) % dw.len()];
                         std::hint::black_box(e.predict(k).expect("predict"));
                     }
                     let s = t.elapsed().as_secs_f64() / folds as f64;
+                    let cpu = (cpu_seconds() - c0) / folds as f64;
                     println!(
-                        "{name} {method:?} -j {j}: {s:.4} s/fold (engine build {t_new:.3} s, {} voxels)",
+                        "{name} {method:?} -j {j}: {s:.4} s/fold wall, {cpu:.3} CPU-s/fold (engine build {t_new:.3} s, {} voxels)",
                         e.n_voxels()
                     );
                     per_j.push(s);

@@ -7,6 +7,8 @@
 //! Jacobi methods are simple and accurate to a few ulps, which is what matching DIPY (LAPACK)
 //! needs; the matrices here are small.
 
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
+
 use nalgebra::DMatrix;
 
 /// Thin SVD `a = U Σ Vᵀ` by one-sided Jacobi rotations on the columns (Hestenes).

@@ -8,6 +8,7 @@
 
 pub mod design;
 pub mod engine;
+pub mod kernel;
 pub mod linalg;
 pub mod tensor;
 
