@@ -187,8 +187,18 @@ fn run_mini(root: &Path, kind: TransformKind, out: Option<&Path>) {
         }
         let moving = Volume::new(g.clone(), dwi[k * n..(k + 1) * n].to_vec());
         let t0 = Instant::now();
-        let r = registration::register(&fixed, &moving, Some(&mask), &Matrix4::identity(), &cfg)
-            .unwrap();
+        // REG_INIT_OFFSET=deg_mm: start from the truth composed with a random rigid offset
+        // of up to ±deg_mm degrees and mm (tests the capture range on real noisy volumes)
+        let init = match std::env::var("REG_INIT_OFFSET") {
+            Ok(v) => {
+                let a: f64 = v.parse().unwrap();
+                let rot = [0, 1, 2].map(|_| (rng.next() * 2.0 - 1.0) * a);
+                let tra = [0, 1, 2].map(|_| (rng.next() * 2.0 - 1.0) * a);
+                tr[k] * rigid_about(rot, tra, &g.center_world())
+            }
+            Err(_) => Matrix4::identity(),
+        };
+        let r = registration::register(&fixed, &moving, Some(&mask), &init, &cfg).unwrap();
         total += t0.elapsed().as_secs_f64();
         iters += r.iterations;
         errs.push(mean_disp(&r.matrix, &tr[k], &pts));
