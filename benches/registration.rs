@@ -215,6 +215,7 @@ fn run_mini(root: &Path, kind: TransformKind, out: Option<&Path>) {
     }
     if let Some(o) = out {
         nifreeze::io::transforms::write_itk(&o.with_extension("multi.tfm"), &all).unwrap();
+        nifreeze::io::transforms::write_x5(&o.with_extension("x5"), &all, Some(&g)).unwrap();
     }
     println!(
         "mini {kind:?}: {nv} volumes, {:.4} s/volume, {:.1} iterations/volume, error median {:.4} mm, worst {:.4} mm",
