@@ -102,7 +102,6 @@ fn snakefile_plans_one_job_per_subject() {
 }
 
 #[test]
-#[ignore = "needs `nifreeze-rs estimate` (being written on main): remove this line when it lands"]
 fn snakemake_runs_estimate_for_two_subjects() {
     let Some(smk) = snakemake() else { return };
     let d = tempfile::tempdir().unwrap();

@@ -136,6 +136,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         &report::motion_tsv(&rows, &result.transforms),
     )?;
     transforms::write_itk(&path("transforms.tfm")?, &result.transforms)?;
+    transforms::write_x5(&path("transforms.x5")?, &result.transforms, Some(grid))?;
     let xfm_dir = out.join("xfm");
     create_dir(&xfm_dir)?;
     for (k, m) in result.transforms.iter().enumerate() {
