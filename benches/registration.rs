@@ -167,19 +167,55 @@ fn run_mini(root: &Path, kind: TransformKind, out: Option<&Path>) {
     let mut errs = Vec::new();
     let mut total = 0.0;
     let mut iters = 0;
+    let mut all = Vec::new();
+    // REG_FIXED_NOISE=s: add Rician noise of s × (mask mean of the b0) to the fixed image too
+    // (a crude stand-in for a noisy model prediction)
+    let fixed_noise: f64 = std::env::var("REG_FIXED_NOISE")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(0.0);
+    let b0mean: f64 =
+        mask.indices().iter().map(|&i| clean[i] as f64).sum::<f64>() / mask.count() as f64;
+    let mut rng = Rng(11);
     for k in 0..nv {
-        let fixed = Volume::new(g.clone(), clean[k * n..(k + 1) * n].to_vec());
+        let mut fixed = Volume::new(g.clone(), clean[k * n..(k + 1) * n].to_vec());
+        if fixed_noise > 0.0 {
+            let s = fixed_noise * b0mean;
+            for v in fixed.data.iter_mut() {
+                let (a, b) = (*v as f64 + s * rng.normal(), s * rng.normal());
+                *v = (a * a + b * b).sqrt() as f32;
+            }
+        }
         let moving = Volume::new(g.clone(), dwi[k * n..(k + 1) * n].to_vec());
         let t0 = Instant::now();
-        let r = registration::register(&fixed, &moving, Some(&mask), &Matrix4::identity(), &cfg)
-            .unwrap();
+        // REG_INIT_OFFSET=deg_mm: start from the truth composed with a random rigid offset
+        // of up to ±deg_mm degrees and mm (tests the capture range on real noisy volumes)
+        let init = match std::env::var("REG_INIT_OFFSET") {
+            Ok(v) => {
+                let a: f64 = v.parse().unwrap();
+                let rot = [0, 1, 2].map(|_| (rng.next() * 2.0 - 1.0) * a);
+                let tra = [0, 1, 2].map(|_| (rng.next() * 2.0 - 1.0) * a);
+                tr[k] * rigid_about(rot, tra, &g.center_world())
+            }
+            Err(_) => Matrix4::identity(),
+        };
+        let r = registration::register(&fixed, &moving, Some(&mask), &init, &cfg).unwrap();
         total += t0.elapsed().as_secs_f64();
         iters += r.iterations;
         errs.push(mean_disp(&r.matrix, &tr[k], &pts));
         if let Some(o) = out {
-            nifreeze::io::transforms::write_itk(&o.join(format!("vol-{k:04}.tfm")), &[r.matrix])
-                .unwrap();
+            if std::env::var("REG_MAT").is_ok() {
+                let p = o.join(format!("vol-{k:04}.mat"));
+                nifreeze::io::transforms::write_ants_mat(&p, &r.matrix).unwrap();
+            } else {
+                let p = o.join(format!("vol-{k:04}.tfm"));
+                nifreeze::io::transforms::write_itk(&p, &[r.matrix]).unwrap();
+            }
+            all.push(r.matrix);
         }
+    }
+    if let Some(o) = out {
+        nifreeze::io::transforms::write_itk(&o.with_extension("multi.tfm"), &all).unwrap();
+        nifreeze::io::transforms::write_x5(&o.with_extension("x5"), &all, Some(&g)).unwrap();
     }
     println!(
         "mini {kind:?}: {nv} volumes, {:.4} s/volume, {:.1} iterations/volume, error median {:.4} mm, worst {:.4} mm",

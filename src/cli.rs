@@ -227,7 +227,12 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 3.0)]
     pub max_trans: f64,
     /// Tilt the acquisition grid by this many degrees (oblique slices; tests unseen geometry).
-    #[arg(long, value_name = "DEG", default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "DEG",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub oblique: f64,
     /// Store the image with the x axis flipped (det < 0, LAS-like, as many scanners export).
     #[arg(long)]

@@ -226,9 +226,7 @@ mod tests {
     fn global_frame_is_not_an_error() {
         let grid = Grid::new([10, 10, 10], Matrix4::new_scaling(2.0));
         let mut data = vec![false; 1000];
-        for i in 300..700 {
-            data[i] = true;
-        }
+        data[300..700].fill(true);
         let pts = sample_points(&Mask { grid, data });
         assert_eq!(pts.len(), 58); // ceil(400 / 7)
         let truth: Vec<_> = (0..5)

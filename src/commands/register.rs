@@ -82,14 +82,15 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
     let result =
         pool.install(|| registration::register(&fixed, &moving, mask.as_ref(), &init, &cfg))?;
 
-    if args
+    let ext = args
         .out
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mat"))
-    {
-        transforms::write_ants_mat(&args.out, &result.matrix)?;
-    } else {
-        transforms::write_itk(&args.out, &[result.matrix])?;
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "mat" => transforms::write_ants_mat(&args.out, &result.matrix)?,
+        "x5" | "h5" => transforms::write_x5(&args.out, &[result.matrix], Some(&fixed.grid))?,
+        _ => transforms::write_itk(&args.out, &[result.matrix])?,
     }
     if let Some(r) = &args.resampled {
         let vol = pool.install(|| {

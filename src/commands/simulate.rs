@@ -34,6 +34,7 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         clean: args.clean,
     };
     let sim = simulate(&params)?;
+    let simulated = start.elapsed().as_secs_f64();
     create_dir(&args.out)?;
     let out = |name: &str| args.out.join(name);
 
@@ -89,7 +90,7 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     let text = serde_json::to_string_pretty(&meta).expect("JSON of plain values") + "\n";
     write_text(&out("phantom.json"), &text)?;
     eprintln!(
-        "simulate: {}x{}x{}x{} at {} mm, {} brain voxels, motion up to {:.2} deg / {:.2} mm -> {} ({:.1} s)",
+        "simulate: {}x{}x{}x{} at {} mm, {} brain voxels, motion up to {:.2} deg / {:.2} mm -> {} (simulated in {:.1} s, written in {:.1} s)",
         d[0],
         d[1],
         d[2],
@@ -99,7 +100,8 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         max_rot,
         max_tr,
         args.out.display(),
-        start.elapsed().as_secs_f64()
+        simulated,
+        start.elapsed().as_secs_f64() - simulated
     );
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Linear transform files: ITK text (`.tfm`/`.txt`, one or several transforms) and ANTs'
-//! MATLAB v4 `.mat`.
+//! Linear transform files: ITK text (`.tfm`/`.txt`, one or several transforms), ANTs'
+//! MATLAB v4 `.mat`, and X5 (HDF5, nitransforms' format: all volumes in one file).
 //!
 //! In memory a transform is a 4×4 RAS matrix mapping reference (fixed) points to moving points
 //! (conventions.md). ITK stores the same map in LPS: `T_lps = L·T_ras·L`, `L = diag(-1,-1,1,1)`,
@@ -7,6 +7,7 @@
 //! `c = 0`, and full f64 precision (shortest round-trip decimal), so a written file reads back
 //! bit-identically.
 
+use crate::image::Grid;
 use crate::io::atomic::{write_atomic, write_text};
 use crate::{Error, Result};
 use nalgebra::{Matrix3, Matrix4, Vector3};
@@ -294,15 +295,104 @@ pub fn read_ants_mat(path: &Path) -> Result<Matrix4<f64>> {
     parse_ants_mat(&bytes, &path.display().to_string())
 }
 
-/// Read a transform file by extension: `.mat` (ANTs) or ITK text (anything else). Returns
-/// every transform the file holds.
+/// Read a transform file by extension: `.mat` (ANTs), `.x5`/`.h5` (X5) or ITK text (anything
+/// else). Returns every transform the file holds.
 pub fn read_any(path: &Path) -> Result<Vec<Matrix4<f64>>> {
-    if path
+    let ext = path
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mat"))
-    {
-        Ok(vec![read_ants_mat(path)?])
-    } else {
-        read_itk(path)
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "mat" => Ok(vec![read_ants_mat(path)?]),
+        "x5" | "h5" => read_x5(path),
+        _ => read_itk(path),
     }
+}
+
+/// X5 bytes: one linear transform group holding every matrix (`ArrayLength` = N), RAS
+/// reference→moving, with the reference grid as its domain when given (conventions.md).
+/// String attributes are variable-length: nitransforms rejects fixed-length ones.
+pub fn x5_bytes(transforms: &[Matrix4<f64>], reference: Option<&Grid>) -> Result<Vec<u8>> {
+    use hdf5_pure::{AttrValue, FileBuilder};
+    let n = transforms.len();
+    let mut data = Vec::with_capacity(16 * n);
+    for m in transforms {
+        for i in 0..4 {
+            for j in 0..4 {
+                data.push(m[(i, j)]);
+            }
+        }
+    }
+    // one transform is stored as a plain 4×4 (what nitransforms writes and expects)
+    let shape: &[u64] = if n == 1 { &[4, 4] } else { &[n as u64, 4, 4] };
+    let mut b = FileBuilder::new();
+    b.set_attr("Format", AttrValue::VarLenString("X5".into()));
+    b.set_attr("Version", AttrValue::U16(1));
+    let mut tg = b.create_group("TransformGroup");
+    let mut g = tg.create_group("0");
+    g.set_attr("Type", AttrValue::VarLenString("linear".into()));
+    g.set_attr("SubType", AttrValue::VarLenString("affine".into()));
+    g.set_attr("Representation", AttrValue::VarLenString("matrix".into()));
+    g.set_attr("ArrayLength", AttrValue::I64(n as i64));
+    g.set_attr(
+        "Metadata",
+        AttrValue::VarLenString(format!(
+            "{{\"WrittenBy\": \"nifreeze-rs {}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+    );
+    g.create_dataset("Transform")
+        .with_f64_data(&data)
+        .with_shape(shape);
+    g.create_dataset("DimensionKinds")
+        .with_ascii_strings(&["space", "space", "space", "space", "vector"])
+        .map_err(|e| Error::runtime(format!("X5: {e}")))?;
+    if let Some(grid) = reference {
+        let mut d = g.create_group("Domain");
+        d.create_dataset("Grid").with_u8_data(&[1]).with_shape(&[]);
+        d.create_dataset("Size")
+            .with_i64_data(&grid.dims.map(|v| v as i64));
+        let a: Vec<f64> = (0..16).map(|k| grid.affine[(k / 4, k % 4)]).collect();
+        d.create_dataset("Mapping")
+            .with_f64_data(&a)
+            .with_shape(&[4, 4]);
+        g.add_group(d.finish());
+    }
+    tg.add_group(g.finish());
+    b.add_group(tg.finish());
+    b.finish()
+        .map_err(|e| Error::runtime(format!("X5: cannot encode the file: {e}")))
+}
+
+/// Write every transform into one X5 file, atomically.
+pub fn write_x5(path: &Path, transforms: &[Matrix4<f64>], reference: Option<&Grid>) -> Result<()> {
+    if transforms.is_empty() {
+        return Err(Error::runtime("write_x5: no transform to write"));
+    }
+    let bytes = x5_bytes(transforms, reference)?;
+    write_atomic(path, |w| w.write_all(&bytes))
+}
+
+/// Read the linear transforms of an X5 file (first transform group) as RAS matrices.
+pub fn read_x5(path: &Path) -> Result<Vec<Matrix4<f64>>> {
+    let bad = |msg: String| Error::input(format!("{}: {msg}", path.display()));
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::input(format!("cannot read transform {}: {e}", path.display())))?;
+    let f =
+        hdf5_pure::File::from_bytes(bytes).map_err(|e| bad(format!("not an HDF5 file ({e})")))?;
+    let ds = f
+        .dataset("TransformGroup/0/Transform")
+        .map_err(|_| bad("no TransformGroup/0/Transform dataset (not an X5 file?)".into()))?;
+    let shape = ds.shape().map_err(|e| bad(e.to_string()))?;
+    let v = ds.read_f64().map_err(|e| bad(e.to_string()))?;
+    let ok = matches!(shape.as_slice(), [_, 4, 4] | [4, 4]);
+    if !ok || v.len() % 16 != 0 || v.is_empty() {
+        return Err(bad(format!(
+            "Transform has shape {shape:?}, expected (N, 4, 4)"
+        )));
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(bad("Transform holds non-finite numbers".into()));
+    }
+    Ok(v.chunks_exact(16).map(Matrix4::from_row_slice).collect())
 }

@@ -25,43 +25,20 @@ impl BSpline {
     pub fn new(data: &[f32], dims: [usize; 3]) -> Self {
         let mut coef: Vec<f64> = data.iter().map(|&v| v as f64).collect();
         let [nx, ny, nz] = dims;
-        let mut line = Vec::new();
-        // x lines are contiguous
+        // x lines are contiguous; along y and z whole rows / planes are filtered at once
+        // (the recursion runs over rows, the inner loops over contiguous memory)
         if nx > 1 {
             for l in coef.chunks_exact_mut(nx) {
-                prefilter_line(l);
+                prefilter_lanes(l, nx, 1);
             }
         }
         if ny > 1 {
-            line.resize(ny, 0.0);
-            for k in 0..nz {
-                for i in 0..nx {
-                    let base = i + nx * ny * k;
-                    for (j, v) in line.iter_mut().enumerate() {
-                        *v = coef[base + nx * j];
-                    }
-                    prefilter_line(&mut line);
-                    for (j, v) in line.iter().enumerate() {
-                        coef[base + nx * j] = *v;
-                    }
-                }
+            for slab in coef.chunks_exact_mut(nx * ny) {
+                prefilter_lanes(slab, ny, nx);
             }
         }
         if nz > 1 {
-            line.resize(nz, 0.0);
-            let plane = nx * ny;
-            for j in 0..ny {
-                for i in 0..nx {
-                    let base = i + nx * j;
-                    for (k, v) in line.iter_mut().enumerate() {
-                        *v = coef[base + plane * k];
-                    }
-                    prefilter_line(&mut line);
-                    for (k, v) in line.iter().enumerate() {
-                        coef[base + plane * k] = *v;
-                    }
-                }
-            }
+            prefilter_lanes(&mut coef, nz, nx * ny);
         }
         BSpline { dims, coef }
     }
@@ -231,45 +208,71 @@ fn taps_d(x: f64, n: usize) -> ([usize; 4], [f64; 4], [f64; 4]) {
     (idx, weights(t), d)
 }
 
-/// In-place cubic B-spline prefilter of one line, mirror boundaries (Unser; Thévenaz et al.).
-fn prefilter_line(c: &mut [f64]) {
-    let n = c.len();
+/// Rows `dst` (mutable) and `src` of a block of `lane`-long rows, `dst != src`.
+#[inline]
+fn two_rows(c: &mut [f64], dst: usize, src: usize, lane: usize) -> (&mut [f64], &[f64]) {
+    if dst < src {
+        let (h, t) = c.split_at_mut(src * lane);
+        (&mut h[dst * lane..(dst + 1) * lane], &t[..lane])
+    } else {
+        let (h, t) = c.split_at_mut(dst * lane);
+        (&mut t[..lane], &h[src * lane..(src + 1) * lane])
+    }
+}
+
+/// In-place cubic B-spline prefilter along the first index of `c` seen as `n` rows of `lane`
+/// values (every column is one line), mirror boundaries (Unser 1993; Thévenaz et al. 2000).
+fn prefilter_lanes(c: &mut [f64], n: usize, lane: usize) {
     if n < 2 {
         return;
     }
     let lambda = (1.0 - Z) * (1.0 - 1.0 / Z);
-    for v in c.iter_mut() {
-        *v *= lambda;
-    }
+    c.iter_mut().for_each(|v| *v *= lambda);
     // causal initialisation: truncated sum when the line is long enough for z^k to vanish
     let horizon = 40usize; // |z|^40 ≈ 1e-23
     if n > horizon {
         let mut zk = Z;
-        let mut sum = c[0];
-        for v in c.iter().take(horizon).skip(1) {
-            sum += zk * v;
+        for k in 1..horizon {
+            let (r0, rk) = two_rows(c, 0, k, lane);
+            r0.iter_mut().zip(rk).for_each(|(a, b)| *a += zk * b);
             zk *= Z;
         }
-        c[0] = sum;
     } else {
         let zn = Z.powi(n as i32 - 1);
         let iz = 1.0 / Z;
         let mut z2n = zn * zn * iz;
         let mut zk = Z;
-        let mut sum = c[0] + zn * c[n - 1];
-        for v in c.iter().take(n - 1).skip(1) {
-            sum += (zk + z2n) * v;
+        let mut acc: Vec<f64> = c[..lane].to_vec();
+        let last = &c[(n - 1) * lane..n * lane];
+        acc.iter_mut().zip(last).for_each(|(a, b)| *a += zn * b);
+        for k in 1..n - 1 {
+            let w = zk + z2n;
+            acc.iter_mut()
+                .zip(&c[k * lane..(k + 1) * lane])
+                .for_each(|(a, b)| *a += w * b);
             zk *= Z;
             z2n *= iz;
         }
-        c[0] = sum / (1.0 - zn * zn);
+        let norm = 1.0 / (1.0 - zn * zn);
+        c[..lane]
+            .iter_mut()
+            .zip(&acc)
+            .for_each(|(a, b)| *a = b * norm);
     }
     for k in 1..n {
-        c[k] += Z * c[k - 1];
+        let (rk, rp) = two_rows(c, k, k - 1, lane);
+        rk.iter_mut().zip(rp).for_each(|(a, b)| *a += Z * b);
     }
-    c[n - 1] = (Z / (Z * Z - 1.0)) * (Z * c[n - 2] + c[n - 1]);
+    let f = Z / (Z * Z - 1.0);
+    {
+        let (rl, rp) = two_rows(c, n - 1, n - 2, lane);
+        rl.iter_mut()
+            .zip(rp)
+            .for_each(|(a, b)| *a = f * (Z * b + *a));
+    }
     for k in (0..n - 1).rev() {
-        c[k] = Z * (c[k + 1] - c[k]);
+        let (rk, rn) = two_rows(c, k, k + 1, lane);
+        rk.iter_mut().zip(rn).for_each(|(a, b)| *a = Z * (b - *a));
     }
 }
 

@@ -35,7 +35,11 @@ pub struct Level {
     pub cubic: bool,
 }
 
-/// Registration settings. `Default` is what the estimate loop uses (measured on the phantoms).
+/// Registration settings. `Default` is what the estimate loop uses, chosen by measurement on
+/// the mini phantom (each acquired volume to its clean counterpart; median / worst error):
+/// finest level σ = 0 → 0.026 / 0.043 mm, σ = 0.5 → 0.023 / 0.036 mm, σ = 1 → 0.032 / 0.075 mm;
+/// trilinear at the finest level → 0.038 / 0.114 mm. Coarse levels only set the capture
+/// range (6°/6 mm is recovered); they barely change the final accuracy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegistrationConfig {
     pub kind: TransformKind,
@@ -66,7 +70,7 @@ impl Default for RegistrationConfig {
                 },
                 Level {
                     shrink: 1,
-                    sigma: 0.0,
+                    sigma: 0.5,
                     cubic: true,
                 },
             ],

@@ -16,7 +16,9 @@ pub use motion::{
     framewise_displacement, motion_rows, motion_tsv, polar_rotation, read_motion_tsv,
     rigid_parameters, rms_deviation, MotionRow, RMS_RADIUS_MM,
 };
-pub use summary::{fnv1a64, peak_memory_mb, Fnv1a64, Summary};
+pub use summary::{
+    fnv1a64, peak_memory_mb, Fnv1a64, InputFile, MotionStats, StageTime, Summary, VolumeFit,
+};
 pub use svg::svg_report;
 
 /// Shortest text that parses back to exactly `x` (Rust's `{}` for f64), with −0 written as 0.

@@ -28,6 +28,8 @@ pub struct Summary {
     pub mask_source: String,
     /// Per-volume metrics in 4-D order.
     pub volumes: Vec<MotionRow>,
+    /// Per-volume registration diagnostics in 4-D order.
+    pub registration: Vec<VolumeFit>,
     /// Aggregates over `volumes`.
     pub motion: MotionStats,
     /// Wall time per stage in seconds, in the order the stages ran.
@@ -48,6 +50,18 @@ pub struct InputFile {
     pub bytes: u64,
     /// FNV-1a 64 of the file bytes, 16 lowercase hex digits.
     pub fnv1a64: String,
+}
+
+/// How well one volume matched its registration target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VolumeFit {
+    pub index: usize,
+    /// Normalised correlation of target and registered volume over the mask (1 = perfect).
+    pub correlation: f64,
+    /// Gauss–Newton iterations over all pyramid levels (last pass).
+    pub iterations: usize,
+    /// Fraction of target voxels replaced as implausible model predictions.
+    pub replaced_fraction: f64,
 }
 
 /// Wall time of one stage.

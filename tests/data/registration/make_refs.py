@@ -22,6 +22,12 @@ try:
 except Exception as e:  # older nitransforms cannot write binary .mat
     print("no .mat:", e)
 
+# an X5 file holding two transforms (identity, then M), written by nitransforms
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    nt.linear.LinearTransformsMapping(np.stack([np.eye(4), M])).to_filename("nitransforms_series.x5", fmt="x5")
+
 # an ITK file with a non-zero centre and the MatrixOffsetTransformBase type, and what
 # nitransforms reads from it
 c = np.array([10.0, -20.0, 30.0])

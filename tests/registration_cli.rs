@@ -1,0 +1,145 @@
+//! `nifreeze-rs register` end to end on data/sample (the mini phantom).
+
+use nalgebra::Matrix4;
+use nifreeze::io::nifti::{read_mask, read_volume};
+use nifreeze::io::transforms::{read_ants_mat, read_itk, write_itk};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn sample(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data/sample")
+        .join(name)
+}
+
+fn truth(k: usize) -> Matrix4<f64> {
+    let text = std::fs::read_to_string(sample("truth.tsv")).unwrap();
+    let mut lines = text.lines();
+    let hdr: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let f: Vec<f64> = lines
+        .nth(k)
+        .unwrap()
+        .split('\t')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let v: Vec<f64> = (0..16)
+        .map(|i| {
+            f[hdr
+                .iter()
+                .position(|h| *h == format!("m{}{}", i / 4, i % 4))
+                .unwrap()]
+        })
+        .collect();
+    Matrix4::from_row_slice(&v)
+}
+
+fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>) -> f64 {
+    let (v, _) = read_volume(&sample("brainmask.nii.gz")).unwrap();
+    let m = read_mask(&sample("brainmask.nii.gz"), &v.grid).unwrap();
+    let d = a - b;
+    let idx = m.indices();
+    idx.iter()
+        .map(|&i| {
+            let [x, y, z] = m.grid.ijk(i);
+            let p = m.grid.world([x as f64, y as f64, z as f64]);
+            (d.fixed_view::<3, 3>(0, 0) * p + d.fixed_view::<3, 1>(0, 3)).norm()
+        })
+        .sum::<f64>()
+        / idx.len() as f64
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nifreeze-rs"))
+        .arg("register")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn registers_one_volume_and_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("xfm.tfm");
+    let res = dir.path().join("res.nii.gz");
+    let o = run(&[
+        "--fixed".as_ref(),
+        sample("clean.nii.gz").as_os_str(),
+        "--moving".as_ref(),
+        sample("dwi.nii.gz").as_os_str(),
+        "--volume".as_ref(),
+        "5".as_ref(),
+        "--mask".as_ref(),
+        sample("brainmask.nii.gz").as_os_str(),
+        "-j".as_ref(),
+        "2".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--resampled".as_ref(),
+        res.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_itk(&out).unwrap();
+    assert_eq!(t.len(), 1);
+    let e = mean_error(&t[0], &truth(5));
+    assert!(e < 0.06, "error {e} mm");
+    let (r, _) = read_volume(&res).unwrap();
+    assert_eq!(r.grid.dims, [45, 54, 45]);
+
+    // the same with an ANTs .mat output, initialised from a multi-transform file (truth of
+    // every volume): --volume picks transform 5, and the answer does not depend on -j
+    let all: Vec<Matrix4<f64>> = (0..27).map(truth).collect();
+    let init = dir.path().join("init.tfm");
+    write_itk(&init, &all).unwrap();
+    let mat = dir.path().join("xfm.mat");
+    let o = run(&[
+        "--fixed".as_ref(),
+        sample("clean.nii.gz").as_os_str(),
+        "--moving".as_ref(),
+        sample("dwi.nii.gz").as_os_str(),
+        "--volume".as_ref(),
+        "5".as_ref(),
+        "--mask".as_ref(),
+        sample("brainmask.nii.gz").as_os_str(),
+        "--init".as_ref(),
+        init.as_os_str(),
+        "--out".as_ref(),
+        mat.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = read_ants_mat(&mat).unwrap();
+    assert!(mean_error(&m, &truth(5)) < 0.06);
+    assert!(
+        mean_error(&m, &t[0]) < 0.005,
+        "initialisation changed the optimum"
+    );
+}
+
+#[test]
+fn usage_errors_exit_with_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.tfm");
+    // 4-D moving image without --volume
+    let o = run(&[
+        "--fixed".as_ref(),
+        sample("clean.nii.gz").as_os_str(),
+        "--moving".as_ref(),
+        sample("dwi.nii.gz").as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--volume"));
+    // volume out of range
+    let o = run(&[
+        "--fixed".as_ref(),
+        sample("clean.nii.gz").as_os_str(),
+        "--moving".as_ref(),
+        sample("dwi.nii.gz").as_os_str(),
+        "--volume".as_ref(),
+        "27".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!out.exists());
+}
