@@ -262,3 +262,34 @@ fn bad_inputs_are_errors_not_panics() {
     .is_err());
     let _ = TransformKind::Affine.n_params();
 }
+
+#[test]
+fn non_finite_voxels_count_as_zero() {
+    // NaN / inf far from the brain must not change the answer; inside they act like 0
+    let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
+    let f = sample(&g, object);
+    let m = mask_of(&f);
+    let truth = rigid([2.0, -1.0, 1.0], [1.0, 1.5, -1.0], [0.0, 0.0, 0.0]);
+    let mv = moved(&g, &truth);
+    let clean = register(
+        &f,
+        &mv,
+        Some(&m),
+        &Matrix4::identity(),
+        &RegistrationConfig::rigid(),
+    )
+    .unwrap();
+    let (mut f2, mut mv2) = (f.clone(), mv.clone());
+    f2.data[0] = f32::NAN;
+    mv2.data[1] = f32::INFINITY;
+    let r = register(
+        &f2,
+        &mv2,
+        Some(&m),
+        &Matrix4::identity(),
+        &RegistrationConfig::rigid(),
+    )
+    .unwrap();
+    assert!(r.matrix.iter().all(|v| v.is_finite()));
+    assert_eq!(r.matrix, clean.matrix);
+}
