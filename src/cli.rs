@@ -226,6 +226,20 @@ pub struct SimulateArgs {
     /// Largest translation along any axis, mm.
     #[arg(long, default_value_t = 3.0)]
     pub max_trans: f64,
+    /// Tilt the acquisition grid by this many degrees (oblique slices; tests unseen geometry).
+    #[arg(
+        long,
+        value_name = "DEG",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub oblique: f64,
+    /// Store the image with the x axis flipped (det < 0, LAS-like, as many scanners export).
+    #[arg(long)]
+    pub flip_x: bool,
+    /// Also write clean.nii.gz: the same volumes unmoved and noise-free (float32).
+    #[arg(long)]
+    pub clean: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,1 +1,480 @@
-//! TODO
+//! The leave-one-volume-out motion-estimation loop.
+//!
+//! 1. b=0 volumes are registered to their voxelwise median; the median is recomputed from the
+//!    realigned b=0s and the registration repeated once. That refined median defines the
+//!    reference frame of every transform returned.
+//! 2. Each pass fits the diffusion model to a *fixed* snapshot of the data — the original
+//!    series realigned once with the estimates of the previous pass (b-vectors rotated) — and,
+//!    for every diffusion-weighted volume, predicts it from all the others and registers the
+//!    original volume to that prediction, starting from its current estimate.
+//!
+//! Because a pass fits a fixed snapshot, the volumes of one pass are independent of each other:
+//! they run in parallel, and the result does not depend on the processing order or on the number
+//! of threads (bit for bit). The order only decides which volume is reported first.
+
+use crate::image::{Mask, Series, Volume};
+use crate::io::gradients::{shells, GradientTable};
+use crate::mask::dilate;
+use crate::model::{FitMethod, LovoEngine, ModelKind};
+use crate::registration::{register, resample, Interpolation, RegistrationConfig};
+use crate::report::rotate_bvecs;
+use crate::{Error, Result};
+use nalgebra::Matrix4;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// What each held-out volume is registered to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The leave-one-out prediction of a diffusion model.
+    Model(ModelKind),
+    /// The b=0 reference itself (no model): a cheap baseline.
+    B0,
+}
+
+/// Order in which held-out volumes are processed (see the module doc: results do not depend on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Linear,
+    Random,
+    Bvalue,
+    Centralsym,
+}
+
+#[derive(Clone, Debug)]
+pub struct EstimateConfig {
+    pub target: Target,
+    pub fit_method: FitMethod,
+    pub registration: RegistrationConfig,
+    pub order: Order,
+    pub passes: usize,
+    pub seed: u64,
+    pub b0_threshold: f64,
+    /// S0 from the 98th percentile of the data instead of the b=0 median (nifreeze's ignore_bzero).
+    pub ignore_b0: bool,
+    /// Start from these transforms (one per volume) instead of the b=0 alignment and the
+    /// bootstrap (used to measure the model passes in isolation).
+    pub initial: Option<Vec<Matrix4<f64>>>,
+}
+
+/// A progress report: `done` of `total` steps of `stage` are finished.
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    pub stage: &'a str,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// Per-volume diagnostics of the last pass.
+#[derive(Clone, Debug, Default)]
+pub struct VolumeDiagnostics {
+    /// Normalised correlation between target and registered volume (1 = perfect).
+    pub correlation: f64,
+    pub iterations: usize,
+    /// Fraction of target voxels replaced as implausible (see [`sanitize_prediction`]).
+    pub replaced_fraction: f64,
+}
+
+pub struct MotionEstimate {
+    /// One RAS reference→moving matrix per 4-D volume.
+    pub transforms: Vec<Matrix4<f64>>,
+    pub diagnostics: Vec<VolumeDiagnostics>,
+    /// The b=0 reference (median of the realigned b=0 volumes) that defines the frame.
+    pub reference: Volume,
+    /// Wall-clock seconds per stage, in execution order.
+    pub stage_seconds: Vec<(String, f64)>,
+}
+
+/// The processing order of the diffusion-weighted volumes `dw` (4-D indices).
+pub fn processing_order(order: Order, dw: &[usize], bvals: &[f64], seed: u64) -> Vec<usize> {
+    match order {
+        Order::Linear => dw.to_vec(),
+        Order::Bvalue => {
+            let mut v = dw.to_vec();
+            v.sort_by(|&a, &b| bvals[a].total_cmp(&bvals[b]).then(a.cmp(&b)));
+            v
+        }
+        Order::Random => {
+            let mut v = dw.to_vec();
+            let mut rng = SplitMix64(seed);
+            for i in (1..v.len()).rev() {
+                let j = (rng.next() % (i as u64 + 1)) as usize;
+                v.swap(i, j);
+            }
+            v
+        }
+        // nifreeze's centre-out order: middle, one below, one above, …
+        Order::Centralsym => {
+            let n = dw.len();
+            let upper = &dw[n / 2..];
+            let lower: Vec<usize> = dw[..n / 2].iter().rev().copied().collect();
+            let mut v = Vec::with_capacity(n);
+            for i in 0..upper.len().max(lower.len()) {
+                v.extend(upper.get(i));
+                v.extend(lower.get(i));
+            }
+            v
+        }
+    }
+}
+
+/// A small, well-mixed PRNG (Steele et al.'s SplitMix64): enough for shuffling, and
+/// reproducible across platforms and crate versions.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Voxelwise median of the given volumes (numpy semantics: mean of the two middle values).
+pub fn median_volume(series: &Series, indices: &[usize]) -> Volume {
+    let n = series.grid.len();
+    let mut out = vec![0f32; n];
+    out.par_chunks_mut(4096).enumerate().for_each(|(c, chunk)| {
+        let mut buf = Vec::with_capacity(indices.len());
+        for (o, v) in chunk.iter_mut().enumerate() {
+            let idx = c * 4096 + o;
+            buf.clear();
+            buf.extend(indices.iter().map(|&k| series.volume(k)[idx] as f64));
+            *v = median_f64(&mut buf) as f32;
+        }
+    });
+    Volume::new(series.grid.clone(), out)
+}
+
+fn median_f64(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
+    }
+}
+
+/// Each volume of `series` resampled into the reference frame with its transform:
+/// `out_k(x) = series_k(T_k x)`. Always from the given (original) data: never cumulative.
+pub fn realign(series: &Series, transforms: &[Matrix4<f64>], interp: Interpolation) -> Series {
+    let vols: Vec<Vec<f32>> = (0..series.n_volumes)
+        .into_par_iter()
+        .map(|k| {
+            if transforms[k] == Matrix4::identity() {
+                series.volume(k).to_vec()
+            } else {
+                resample(&series.to_volume(k), &series.grid, &transforms[k], interp).data
+            }
+        })
+        .collect();
+    Series::from_volumes(series.grid.clone(), &vols)
+}
+
+/// Replace implausible predicted values before registering to them.
+///
+/// DIPY-exact DKI predictions explode where the fit is ill-posed (values up to 1e12 in a few
+/// per cent of voxels); a registration target with such spikes is useless. A predicted value is
+/// implausible when it is not finite, negative, or above everything that voxel ever measured
+/// (the maximum over all volumes, b=0 included). It is replaced by the median of that voxel's
+/// other measurements in the held-out volume's shell — what a model-free predictor would say.
+/// `ceiling` is [`voxel_maxima`] of `data`. Returns the number of voxels replaced.
+pub fn sanitize_prediction(
+    pred: &mut [f32],
+    data: &Series,
+    ceiling: &[f32],
+    voxels: &[usize],
+    shell_mates: &[usize],
+) -> usize {
+    let mut replaced = 0;
+    let mut buf = Vec::with_capacity(shell_mates.len());
+    for &v in voxels {
+        let p = pred[v];
+        if p.is_finite() && p >= 0.0 && p <= ceiling[v] {
+            continue;
+        }
+        buf.clear();
+        buf.extend(shell_mates.iter().map(|&k| data.volume(k)[v] as f64));
+        pred[v] = median_f64(&mut buf).max(0.0) as f32;
+        replaced += 1;
+    }
+    replaced
+}
+
+/// The largest value each voxel takes over all volumes of `data`.
+pub fn voxel_maxima(data: &Series) -> Vec<f32> {
+    let mut hi = vec![f32::MIN; data.grid.len()];
+    for k in 0..data.n_volumes {
+        hi.par_chunks_mut(8192)
+            .zip(data.volume(k).par_chunks(8192))
+            .for_each(|(h, d)| {
+                h.iter_mut().zip(d).for_each(|(h, &d)| *h = h.max(d));
+            });
+    }
+    hi
+}
+
+/// Register each b=0 volume to the b=0 median twice (the second time to the median of the
+/// realigned b=0s). Returns the refined median and the b=0 transforms (identity elsewhere).
+fn align_b0s(
+    series: &Series,
+    b0: &[usize],
+    mask: &Mask,
+    reg: &RegistrationConfig,
+    transforms: &mut [Matrix4<f64>],
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Volume> {
+    let mut reference = median_volume(series, b0);
+    if b0.len() < 2 {
+        return Ok(reference);
+    }
+    let total = 2 * b0.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    for _round in 0..2 {
+        let results: Vec<Result<Matrix4<f64>>> = b0
+            .par_iter()
+            .map(|&k| {
+                let r = register(
+                    &reference,
+                    &series.to_volume(k),
+                    Some(mask),
+                    &transforms[k],
+                    reg,
+                )?;
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(&Progress {
+                    stage: "b0 alignment",
+                    done: d,
+                    total,
+                });
+                Ok(r.matrix)
+            })
+            .collect();
+        for (&k, r) in b0.iter().zip(results) {
+            transforms[k] = r?;
+        }
+        let realigned = realign_subset(series, b0, transforms);
+        let idx: Vec<usize> = (0..b0.len()).collect();
+        reference = median_volume(&realigned, &idx);
+    }
+    Ok(reference)
+}
+
+fn realign_subset(series: &Series, idx: &[usize], transforms: &[Matrix4<f64>]) -> Series {
+    let vols: Vec<Vec<f32>> = idx
+        .par_iter()
+        .map(|&k| {
+            resample(
+                &series.to_volume(k),
+                &series.grid,
+                &transforms[k],
+                Interpolation::CubicBSpline,
+            )
+            .data
+        })
+        .collect();
+    Series::from_volumes(series.grid.clone(), &vols)
+}
+
+/// Run the whole estimation. `mask` is the brain mask; `progress` is called from worker threads.
+pub fn estimate(
+    series: &Series,
+    table: &GradientTable,
+    mask: &Mask,
+    cfg: &EstimateConfig,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<MotionEstimate> {
+    let n = series.n_volumes;
+    if table.len() != n {
+        return Err(Error::input(format!(
+            "{} gradients for {n} volumes",
+            table.len()
+        )));
+    }
+    if cfg.passes == 0 {
+        return Err(Error::input("--passes must be at least 1"));
+    }
+    let b0 = table.b0_indices(cfg.b0_threshold);
+    let dw = table.dw_indices(cfg.b0_threshold);
+    if cfg.target == Target::B0 && b0.is_empty() {
+        return Err(Error::input("--model b0 needs at least one b=0 volume"));
+    }
+    let mut stage_seconds = Vec::new();
+    let mut transforms = vec![Matrix4::identity(); n];
+    let mut diagnostics = vec![VolumeDiagnostics::default(); n];
+
+    let t0 = Instant::now();
+    let reference = if let Some(init) = &cfg.initial {
+        transforms.clone_from(init);
+        median_volume(
+            &realign(series, &transforms, Interpolation::CubicBSpline),
+            &b0,
+        )
+    } else if b0.is_empty() {
+        median_volume(series, &dw)
+    } else {
+        align_b0s(
+            series,
+            &b0,
+            mask,
+            &cfg.registration,
+            &mut transforms,
+            progress,
+        )?
+    };
+    stage_seconds.push(("b0 alignment".to_string(), t0.elapsed().as_secs_f64()));
+
+    // The model is fitted a little beyond the brain so that the prediction covers the
+    // (dilated) registration mask and brain edges, which carry most of the alignment signal.
+    let fit_mask = dilate(mask, cfg.registration.mask_dilation + 1);
+    let fit_voxels = fit_mask.indices();
+    let shell_list = shells(table, cfg.b0_threshold);
+    let order = processing_order(cfg.order, &dw, &table.bvals, cfg.seed);
+
+    // Bootstrap: a model fitted to data that still move is a poor target (DKI especially, whose
+    // fit explodes on inconsistent samples), so every diffusion-weighted volume is first
+    // registered to the mean of the other volumes of its shell — a model-free target with the
+    // same contrast family — and the model passes start from there.
+    if matches!(cfg.target, Target::Model(_)) && cfg.initial.is_none() {
+        let t = Instant::now();
+        let data = realign(series, &transforms, Interpolation::CubicBSpline);
+        let sums: Vec<(Vec<usize>, Vec<f64>)> = shell_list
+            .iter()
+            .map(|sh| {
+                let mut acc = vec![0f64; series.grid.len()];
+                for &k in &sh.indices {
+                    acc.iter_mut()
+                        .zip(data.volume(k))
+                        .for_each(|(a, &v)| *a += v as f64);
+                }
+                (sh.indices.clone(), acc)
+            })
+            .collect();
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<Matrix4<f64>>> = order
+            .par_iter()
+            .map(|&h| {
+                let target = match sums.iter().find(|(idx, _)| idx.contains(&h)) {
+                    Some((idx, acc)) if idx.len() > 1 => {
+                        let n = (idx.len() - 1) as f64;
+                        let vals = acc
+                            .iter()
+                            .zip(data.volume(h))
+                            .map(|(&a, &v)| ((a - v as f64) / n) as f32)
+                            .collect();
+                        Volume::new(series.grid.clone(), vals)
+                    }
+                    _ => reference.clone(),
+                };
+                let r = register(
+                    &target,
+                    &series.to_volume(h),
+                    Some(mask),
+                    &transforms[h],
+                    &cfg.registration,
+                )?;
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(&Progress {
+                    stage: "bootstrap",
+                    done: d,
+                    total: order.len(),
+                });
+                Ok(r.matrix)
+            })
+            .collect();
+        for (&h, r) in order.iter().zip(results) {
+            transforms[h] = r?;
+        }
+        stage_seconds.push((
+            "bootstrap (shell means)".to_string(),
+            t.elapsed().as_secs_f64(),
+        ));
+    }
+
+    for pass in 1..=cfg.passes {
+        let t_pass = Instant::now();
+        // Snapshot the model sees this pass: original data realigned once with current estimates.
+        let data = realign(series, &transforms, Interpolation::CubicBSpline);
+        let ceiling = voxel_maxima(&data);
+        let gradients = rotate_bvecs(table, &transforms);
+        let engine = match cfg.target {
+            Target::Model(kind) if cfg.ignore_b0 => Some(LovoEngine::new_ignoring_b0(
+                &data,
+                &gradients,
+                &fit_mask,
+                kind,
+                cfg.fit_method,
+                cfg.b0_threshold,
+            )?),
+            Target::Model(kind) => Some(LovoEngine::new(
+                &data,
+                &gradients,
+                &fit_mask,
+                kind,
+                cfg.fit_method,
+                cfg.b0_threshold,
+            )?),
+            Target::B0 => None,
+        };
+        let stage = format!("pass {pass}/{}", cfg.passes);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<(Matrix4<f64>, VolumeDiagnostics)>> = order
+            .par_iter()
+            .map(|&h| {
+                let (target, replaced) = match &engine {
+                    Some(e) => {
+                        let mut p = e.predict(h)?;
+                        let mates: Vec<usize> = shell_list
+                            .iter()
+                            .find(|s| s.indices.contains(&h))
+                            .map(|s| s.indices.iter().copied().filter(|&k| k != h).collect())
+                            .unwrap_or_default();
+                        let r =
+                            sanitize_prediction(&mut p.data, &data, &ceiling, &fit_voxels, &mates);
+                        (p, r)
+                    }
+                    None => (reference.clone(), 0),
+                };
+                let r = register(
+                    &target,
+                    &series.to_volume(h),
+                    Some(mask),
+                    &transforms[h],
+                    &cfg.registration,
+                )?;
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(&Progress {
+                    stage: &stage,
+                    done: d,
+                    total: order.len(),
+                });
+                Ok((
+                    r.matrix,
+                    VolumeDiagnostics {
+                        correlation: r.metric,
+                        iterations: r.iterations,
+                        replaced_fraction: replaced as f64 / fit_voxels.len().max(1) as f64,
+                    },
+                ))
+            })
+            .collect();
+        for (&h, r) in order.iter().zip(results) {
+            let (m, d) = r?;
+            transforms[h] = m;
+            diagnostics[h] = d;
+        }
+        stage_seconds.push((stage, t_pass.elapsed().as_secs_f64()));
+    }
+    Ok(MotionEstimate {
+        transforms,
+        diagnostics,
+        reference,
+        stage_seconds,
+    })
+}

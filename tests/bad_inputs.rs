@@ -5,11 +5,16 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn corpus(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/bad")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nifreeze-rs")).args(args).output().expect("binary runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_nifreeze-rs"))
+        .args(args)
+        .output()
+        .expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -19,13 +24,19 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 /// (file, words the message must contain)
 const CASES: &[(&str, &[&str])] = &[
-    ("truncated_gzip.nii.gz", &["truncated_gzip.nii.gz", "gzip", "truncated"]),
+    (
+        "truncated_gzip.nii.gz",
+        &["truncated_gzip.nii.gz", "gzip", "truncated"],
+    ),
     ("mismatched_counts.nii", &["7 b-values", "8 volumes"]),
     ("three_d.nii", &["3-D", "4-D"]),
     ("nifti2.nii", &["NIfTI-2"]),
     ("empty.nii", &["empty"]),
     ("plain_text.nii", &["not a NIfTI-1 file"]),
-    ("missing_sidecar.nii", &["no gradient table", "missing_sidecar.bval", "--bval"]),
+    (
+        "missing_sidecar.nii",
+        &["no gradient table", "missing_sidecar.bval", "--bval"],
+    ),
     ("nan_bvalue.nii", &["non-finite", "nan_bvalue.bval"]),
     ("truncated_data.nii", &["truncated", "bytes"]),
     ("zero_bvec.nii", &["zero gradient vector"]),
@@ -42,23 +53,51 @@ fn every_bad_input_exits_2_with_one_useful_line() {
     for (file, words) in CASES {
         let path = corpus(file);
         let outdir = out.path().join(file);
-        let (code, _, err) = run(&["estimate", path.to_str().unwrap(), "--out", outdir.to_str().unwrap()]);
+        let (code, _, err) = run(&[
+            "estimate",
+            path.to_str().unwrap(),
+            "--out",
+            outdir.to_str().unwrap(),
+        ]);
         assert_eq!(code, 2, "{file}: exit code {code}, stderr: {err}");
         let lines: Vec<&str> = err.lines().filter(|l| !l.contains("warning:")).collect();
-        assert_eq!(lines.len(), 1, "{file}: expected one error line, got: {err}");
-        assert!(lines[0].starts_with("nifreeze-rs: error: "), "{file}: {err}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "{file}: expected one error line, got: {err}"
+        );
+        assert!(
+            lines[0].starts_with("nifreeze-rs: error: "),
+            "{file}: {err}"
+        );
         for w in *words {
-            assert!(lines[0].contains(w), "{file}: message lacks '{w}': {}", lines[0]);
+            assert!(
+                lines[0].contains(w),
+                "{file}: message lacks '{w}': {}",
+                lines[0]
+            );
         }
-        assert!(!err.contains("panicked") && !err.contains("internal error"), "{file}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("internal error"),
+            "{file}: {err}"
+        );
         // Nothing that looks like a finished result may be left behind.
-        assert!(!outdir.join("motion.tsv").exists(), "{file}: left a motion.tsv");
+        assert!(
+            !outdir.join("motion.tsv").exists(),
+            "{file}: left a motion.tsv"
+        );
     }
 }
 
 #[test]
 fn info_rejects_the_same_unreadable_files() {
-    for file in ["truncated_gzip.nii.gz", "nifti2.nii", "empty.nii", "plain_text.nii", "truncated_data.nii"] {
+    for file in [
+        "truncated_gzip.nii.gz",
+        "nifti2.nii",
+        "empty.nii",
+        "plain_text.nii",
+        "truncated_data.nii",
+    ] {
         let (code, _, err) = run(&["info", corpus(file).to_str().unwrap()]);
         assert_eq!(code, 2, "{file}: {err}");
         assert_eq!(err.lines().count(), 1, "{file}: {err}");

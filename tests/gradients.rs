@@ -7,7 +7,10 @@ use nifreeze::io::gradients::{self, fsl_to_ras, ras_to_fsl, shells};
 use std::path::Path;
 
 fn diag(x: f64, y: f64, z: f64) -> Grid {
-    Grid::new([10, 10, 10], Matrix4::from_diagonal(&Vector4::new(x, y, z, 1.0)))
+    Grid::new(
+        [10, 10, 10],
+        Matrix4::from_diagonal(&Vector4::new(x, y, z, 1.0)),
+    )
 }
 
 #[test]
@@ -36,7 +39,10 @@ fn fsl_vectors_by_hand() {
     let rot = Grid::new([4, 4, 4], a); // det>0
     let out = fsl_to_ras(&rot, [1.0, 0.0, 0.0]);
     // x flipped (det>0) then image x → anterior: -A = posterior.
-    assert!((out[0]).abs() < 1e-15 && (out[1] + 1.0).abs() < 1e-15 && out[2].abs() < 1e-15, "{out:?}");
+    assert!(
+        (out[0]).abs() < 1e-15 && (out[1] + 1.0).abs() < 1e-15 && out[2].abs() < 1e-15,
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -44,9 +50,22 @@ fn fsl_and_mrtrix_tables_of_the_sample_agree() {
     // data/sample ships both: dwi.bval/.bvec (FSL) and dwi.b (MRtrix, RAS), written independently.
     let (s, _) = nifreeze::io::nifti::read_series(Path::new("data/sample/dwi.nii.gz")).unwrap();
     let dwi = Path::new("data/sample/dwi.nii.gz");
-    let fsl = gradients::load(dwi, &GradientArgs { b0_threshold: 50.0, ..Default::default() }, &s.grid, s.n_volumes).unwrap();
+    let fsl = gradients::load(
+        dwi,
+        &GradientArgs {
+            b0_threshold: 50.0,
+            ..Default::default()
+        },
+        &s.grid,
+        s.n_volumes,
+    )
+    .unwrap();
     assert!(fsl.source.contains("BIDS sidecars"), "{}", fsl.source);
-    let args = GradientArgs { grad: Some("data/sample/dwi.b".into()), b0_threshold: 50.0, ..Default::default() };
+    let args = GradientArgs {
+        grad: Some("data/sample/dwi.b".into()),
+        b0_threshold: 50.0,
+        ..Default::default()
+    };
     let mrt = gradients::load(dwi, &args, &s.grid, s.n_volumes).unwrap();
     assert_eq!(fsl.table.bvals, mrt.table.bvals);
     for (a, b) in fsl.table.bvecs.iter().zip(&mrt.table.bvecs) {
@@ -79,7 +98,11 @@ fn slightly_long_vectors_are_renormalised_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.b");
     std::fs::write(&p, "0 0 0 0\n1.05 0 0 1000\n0 1 0 1000\n0 0 1 1000\n0.7071 0.7071 0 1000\n0 0.7071 0.7071 1000\n0.7071 0 0.7071 1000\n").unwrap();
-    let args = GradientArgs { grad: Some(p), b0_threshold: 50.0, ..Default::default() };
+    let args = GradientArgs {
+        grad: Some(p),
+        b0_threshold: 50.0,
+        ..Default::default()
+    };
     let g = gradients::load(Path::new("x.nii"), &args, &diag(2.0, 2.0, 2.0), 7).unwrap();
     assert_eq!(g.table.bvecs[1], [1.0, 0.0, 0.0]);
     assert_eq!(g.warnings.len(), 1);

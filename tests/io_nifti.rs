@@ -1,14 +1,18 @@
 //! NIfTI round trips, cross-checked against the independent `nifti` crate reader.
 
+use ::nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 use nalgebra::{Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Grid, Series};
 use nifreeze::io::nifti::{self as nii, DataType};
-use ::nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 
 fn oblique_grid(dims: [usize; 3], flip_x: bool) -> Grid {
     // 12° about an oblique axis, anisotropic voxels, optional det>0 (x flipped) storage.
-    let r = Rotation3::from_axis_angle(&nalgebra::Unit::new_normalize(Vector3::new(0.3, -0.5, 0.8)), 12f64.to_radians());
-    let s = nalgebra::Matrix3::from_diagonal(&Vector3::new(if flip_x { 2.0 } else { -2.0 }, 2.2, 3.0));
+    let r = Rotation3::from_axis_angle(
+        &nalgebra::Unit::new_normalize(Vector3::new(0.3, -0.5, 0.8)),
+        12f64.to_radians(),
+    );
+    let s =
+        nalgebra::Matrix3::from_diagonal(&Vector3::new(if flip_x { 2.0 } else { -2.0 }, 2.2, 3.0));
     let mut a = Matrix4::identity();
     a.fixed_view_mut::<3, 3>(0, 0).copy_from(&(r.matrix() * s));
     a[(0, 3)] = 40.5;
@@ -46,7 +50,11 @@ fn every_datatype_round_trips_in_nii_and_gz_and_matches_the_nifti_crate() {
             assert_eq!(back.n_volumes, 2);
             assert_eq!(back.grid.dims, grid.dims);
             assert_eq!(back.data, s.data, "{dt:?} {ext}");
-            assert!(back.grid.matches(&grid, 1e-5), "{dt:?}: affine {}", back.grid.affine);
+            assert!(
+                back.grid.matches(&grid, 1e-5),
+                "{dt:?}: affine {}",
+                back.grid.affine
+            );
             // Independent reader (Fortran order [x, y, z, t], same as ours).
             let obj = ReaderOptions::new().read_file(&p).unwrap();
             let arr = obj.into_volume().into_ndarray::<f64>().unwrap();
@@ -73,7 +81,12 @@ fn qform_alone_gives_the_same_affine_as_the_sform_for_oblique_and_det_positive_g
         std::fs::write(&p, &b).unwrap();
         let (back, meta) = nii::read_volume(&p).unwrap();
         assert_eq!(meta.affine_source(), "qform");
-        assert!(back.grid.matches(&grid, 1e-4), "flip={flip}: {} vs {}", back.grid.affine, grid.affine);
+        assert!(
+            back.grid.matches(&grid, 1e-4),
+            "flip={flip}: {} vs {}",
+            back.grid.affine,
+            grid.affine
+        );
         assert_eq!(meta.pixdim[0], if flip { 1.0 } else { -1.0 }, "qfac");
     }
 }
@@ -92,7 +105,10 @@ fn output_keeps_the_input_header_geometry() {
     assert_eq!(m2.datatype, DataType::F32);
     assert_eq!(back.data, v.data);
     // Atomic write leaves no temporary file behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
@@ -118,6 +134,11 @@ fn sample_data_reads_like_the_nifti_crate_reads_it() {
 fn orientation_codes() {
     let g = oblique_grid([2, 2, 2], false);
     assert_eq!(nii::orientation_code(&Matrix4::identity()), "RAS");
-    assert_eq!(nii::orientation_code(&Matrix4::from_diagonal(&nalgebra::Vector4::new(-2.0, 2.0, 2.0, 1.0))), "LAS");
+    assert_eq!(
+        nii::orientation_code(&Matrix4::from_diagonal(&nalgebra::Vector4::new(
+            -2.0, 2.0, 2.0, 1.0
+        ))),
+        "LAS"
+    );
     assert_eq!(nii::orientation_code(&g.affine).len(), 3);
 }

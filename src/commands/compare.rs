@@ -1,6 +1,129 @@
-use crate::cli::CompareArgs;
-use crate::{Error, Result};
+//! `nifreeze-rs compare`: score an estimate against the truth (as ../shared/tools/score.py)
+//! and fail with exit code 1 when a threshold is exceeded — a one-line CI regression check.
 
-pub fn run(_args: &CompareArgs) -> Result<()> {
-    Err(Error::runtime("`compare` is not implemented yet"))
+use crate::cli::CompareArgs;
+use crate::compare::{parse_matrices, sample_points, score, Score};
+use crate::image::Mask;
+use crate::io::nifti::read_volume;
+use crate::{Error, Result};
+use serde_json::json;
+use std::path::Path;
+
+fn read_text(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::input(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+pub fn run(args: &CompareArgs) -> Result<()> {
+    for (flag, v) in [
+        ("--max-median-mm", args.max_median_mm),
+        ("--max-worst-mm", args.max_worst_mm),
+    ] {
+        if let Some(v) = v {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::input(format!(
+                    "{flag} {v} must be a non-negative number of mm"
+                )));
+            }
+        }
+    }
+    let truth = parse_matrices(
+        &read_text(&args.truth, "truth")?,
+        &args.truth.display().to_string(),
+    )?;
+    let est = parse_matrices(
+        &read_text(&args.estimate, "estimate")?,
+        &args.estimate.display().to_string(),
+    )?;
+    let (vol, _) = read_volume(&args.mask)?;
+    let mask = Mask {
+        data: vol.data.iter().map(|&v| v > 0.0).collect(),
+        grid: vol.grid,
+    };
+    let points = sample_points(&mask);
+    let s = score(&truth, &est, &points)?;
+
+    let mut failures = Vec::new();
+    if let Some(x) = args.max_median_mm {
+        if s.aligned_median_mm > x {
+            failures.push(format!(
+                "median per-volume error {:.4} mm exceeds --max-median-mm {x}",
+                s.aligned_median_mm
+            ));
+        }
+    }
+    if let Some(y) = args.max_worst_mm {
+        if s.aligned_worst_volume_mm > y {
+            let k = s
+                .per_volume_aligned_mean_mm
+                .iter()
+                .position(|&v| v == s.aligned_worst_volume_mm)
+                .unwrap_or(0);
+            failures.push(format!(
+                "worst per-volume error {:.4} mm (volume {k}) exceeds --max-worst-mm {y}",
+                s.aligned_worst_volume_mm
+            ));
+        }
+    }
+    if args.json {
+        print_json(&s, args, failures.is_empty());
+    } else {
+        print_table(&s);
+    }
+    if failures.is_empty() {
+        if args.max_median_mm.is_some() || args.max_worst_mm.is_some() {
+            eprintln!("compare: PASS (all thresholds met)");
+        }
+        Ok(())
+    } else {
+        Err(Error::runtime(format!(
+            "compare: FAIL: {}",
+            failures.join("; ")
+        )))
+    }
+}
+
+fn print_table(s: &Score) {
+    println!("volume\ttrue_motion_mm\traw_error_mm\taligned_error_mm");
+    for k in 0..s.volumes {
+        println!(
+            "{k}\t{:.4}\t{:.4}\t{:.4}",
+            s.per_volume_true_motion_mm[k],
+            s.per_volume_raw_mean_mm[k],
+            s.per_volume_aligned_mean_mm[k]
+        );
+    }
+    println!(
+        "# volumes {}  brain points {}  true motion mean {:.3} mm  global offset {:.3} mm",
+        s.volumes, s.points, s.true_motion_mean_mm, s.global_offset_mm
+    );
+    println!(
+        "# aligned error per volume (mean over mask, mm): median {:.4}  p95 {:.4}  max {:.4}  worst voxel {:.4}",
+        s.aligned_median_mm, s.aligned_p95_mm, s.aligned_worst_volume_mm, s.aligned_max_mm
+    );
+    println!(
+        "# raw error: median {:.4}  max {:.4}",
+        s.raw_median_mm, s.raw_max_mm
+    );
+}
+
+/// JSON with score.py's keys (plus thresholds and the verdict).
+fn print_json(s: &Score, args: &CompareArgs, pass: bool) {
+    let v = json!({
+        "volumes": s.volumes,
+        "points": s.points,
+        "true_motion_mean_mm": s.true_motion_mean_mm,
+        "aligned_mean_mm": {"median": s.aligned_median_mm, "p95": s.aligned_p95_mm, "max": s.aligned_worst_volume_mm},
+        "aligned_max_mm": s.aligned_max_mm,
+        "raw_mean_mm": {"median": s.raw_median_mm, "max": s.raw_max_mm},
+        "global_offset_mm": s.global_offset_mm,
+        "per_volume_aligned_mean_mm": s.per_volume_aligned_mean_mm,
+        "per_volume_raw_mean_mm": s.per_volume_raw_mean_mm,
+        "thresholds": {"max_median_mm": args.max_median_mm, "max_worst_mm": args.max_worst_mm},
+        "pass": pass,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&v).expect("JSON of plain values")
+    );
 }

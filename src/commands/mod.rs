@@ -6,6 +6,7 @@ mod estimate;
 mod info;
 mod input;
 mod predict;
+mod progress;
 mod register;
 mod simulate;
 

@@ -1,6 +1,118 @@
-use crate::cli::PredictArgs;
+//! `predict`: the leave-one-volume-out model prediction of chosen volumes (what each volume
+//! is registered to), written as float32 NIfTI.
+
+use super::input::load_dwi;
+use crate::cli::{FitMethodChoice, PredictArgs, PredictModelChoice};
+use crate::image::{Mask, Series, Volume};
+use crate::io::atomic::ensure_not_input;
+use crate::io::gradients::check_usable;
+use crate::io::nifti;
+use crate::mask::brain_mask;
+use crate::model::engine::median_b0;
+use crate::model::{FitMethod, LovoEngine, ModelKind};
 use crate::{Error, Result};
 
-pub fn run(_args: &PredictArgs) -> Result<()> {
-    Err(Error::runtime("`predict` is not implemented yet"))
+pub fn run(args: &PredictArgs) -> Result<()> {
+    if args.threads == 0 {
+        return Err(Error::input("-j/--threads must be at least 1"));
+    }
+    if args.volume.is_empty() {
+        return Err(Error::input("give at least one volume index with --volume"));
+    }
+    let mut inputs = vec![args.dwi.as_path()];
+    if let Some(m) = &args.mask {
+        inputs.push(m.as_path());
+    }
+    ensure_not_input(&args.out, &inputs)?;
+
+    let dwi = load_dwi(&args.dwi, &args.gradients)?;
+    let g = &args.gradients;
+    let table = &dwi.gradients.table;
+    check_usable(table, g.b0_threshold, g.ignore_b0)?;
+    let n = dwi.series.n_volumes;
+    for &k in &args.volume {
+        if k >= n {
+            return Err(Error::input(format!(
+                "--volume {k} is out of range: the series has volumes 0-{}",
+                n - 1
+            )));
+        }
+        if table.bvals[k] <= g.b0_threshold {
+            return Err(Error::input(format!(
+                "--volume {k} is a b=0 volume (b={}); only diffusion-weighted volumes (b > {}) have a model prediction",
+                table.bvals[k], g.b0_threshold
+            )));
+        }
+    }
+
+    let kind = match args.model {
+        PredictModelChoice::Dti => ModelKind::Dti,
+        PredictModelChoice::Dki => ModelKind::Dki,
+    };
+    let method = match args.fit_method {
+        FitMethodChoice::Wls => FitMethod::Wls,
+        FitMethodChoice::Ols => FitMethod::Ols,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()
+        .map_err(|e| Error::runtime(format!("cannot start {} threads: {e}", args.threads)))?;
+
+    let volumes: Vec<Volume> = pool.install(|| -> Result<Vec<Volume>> {
+        let mask = match &args.mask {
+            Some(p) => nifti::read_mask(p, &dwi.series.grid)?,
+            None => auto_mask(&dwi.series, table, g.b0_threshold)?,
+        };
+        if mask.count() == 0 {
+            return Err(Error::input(
+                "the brain mask is empty: give a mask with voxels inside the brain (--mask)",
+            ));
+        }
+        let engine = if g.ignore_b0 {
+            LovoEngine::new_ignoring_b0(&dwi.series, table, &mask, kind, method, g.b0_threshold)?
+        } else {
+            LovoEngine::new(&dwi.series, table, &mask, kind, method, g.b0_threshold)?
+        };
+        args.volume.iter().map(|&k| engine.predict(k)).collect()
+    })?;
+
+    if volumes.len() == 1 {
+        nifti::write_volume(&args.out, &volumes[0], Some(&dwi.meta))
+    } else {
+        let data: Vec<Vec<f32>> = volumes.into_iter().map(|v| v.data).collect();
+        let series = Series::from_volumes(dwi.series.grid.clone(), &data);
+        nifti::write_series(&args.out, &series, Some(&dwi.meta))
+    }
+}
+
+/// Automatic brain mask from the median b=0 (or, without b=0 volumes, the mean of the
+/// diffusion-weighted volumes).
+fn auto_mask(
+    series: &Series,
+    table: &crate::io::gradients::GradientTable,
+    b0_threshold: f64,
+) -> Result<Mask> {
+    let reference = match median_b0(series, table, b0_threshold) {
+        Some(v) => v,
+        None => {
+            let dw = table.dw_indices(b0_threshold);
+            let mut acc = vec![0.0f64; series.grid.len()];
+            for &k in &dw {
+                for (a, &v) in acc.iter_mut().zip(series.volume(k)) {
+                    *a += v as f64;
+                }
+            }
+            Volume::new(
+                series.grid.clone(),
+                acc.iter().map(|&a| (a / dw.len() as f64) as f32).collect(),
+            )
+        }
+    };
+    let m = brain_mask(&reference);
+    if m.count() == 0 {
+        return Err(Error::input(
+            "the automatic brain mask is empty (is the b=0 image blank?); give one with --mask",
+        ));
+    }
+    Ok(m)
 }

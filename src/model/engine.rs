@@ -1,0 +1,669 @@
+//! The leave-one-volume-out engine: fit every mask voxel on all diffusion-weighted volumes but
+//! one, predict that one.
+//!
+//! Semantics (nifreeze `BaseDWIModel` + DIPY 1.12.1 defaults):
+//! - volumes with b ≤ `b0_threshold` are not fitted; their voxelwise median is S0, and mask
+//!   voxels with S0 < 1e-5 are left out (prediction 0). Without b=0 volumes (or when told to
+//!   ignore them) S0 is the 98th percentile of the masked diffusion-weighted data, rounded,
+//!   for every voxel, and no voxel is left out.
+//! - fold h fits all diffusion-weighted volumes but h; DKI also gets S0 as one b=0 sample
+//!   (DIPY's DKI needs a b=0 row), DTI does not. Signals are clipped below at 1e-4 before the
+//!   log, as DIPY does.
+//! - WLS is DIPY's two-pass fit: OLS, then weights w² with w = the OLS-predicted signal.
+//! - the prediction goes through DIPY's eigenvalue clipping (see [`super::tensor`]).
+//!
+//! Speed: the log-signals of the fitted voxels are stored once, voxel-major, so a chunk of
+//! voxels is one contiguous matrix `Y` (voxels × volumes). The held-out volume is a zero column
+//! of the fold's OLS pseudo-inverse and a zero weight, so every fold uses the same `Y`:
+//! `B_ols = Y·P_hᵀ` is one matrix product per chunk; WLS builds each voxel's normal matrix from
+//! weighted moments (`W·Q`, one product per chunk, see [`super::design`]) and solves it with a
+//! small Cholesky (SVD fallback when it is too ill-conditioned). Each voxel's arithmetic does
+//! not depend on which chunk it is in, so results are identical for any chunk size and thread
+//! count.
+
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
+
+use super::design::{self, Column, MomentMap};
+use super::kernel::{self, FoldData, Scratch, LANES};
+use super::linalg;
+use super::tensor::{log_prediction, log_prediction_literal, MIN_SIGNAL};
+use super::{FitMethod, ModelKind};
+use crate::image::{Grid, Mask, Series, Volume};
+use crate::io::gradients::{shells, GradientTable};
+use crate::{Error, Result};
+use nalgebra::{DMatrix, DVector};
+use rayon::prelude::*;
+
+/// Mask voxels whose S0 is below this are not fitted (nifreeze's `DEFAULT_MIN_S0`).
+pub const MIN_S0: f64 = 1e-5;
+/// Percentile of the masked data used as S0 when there is no b=0 volume (nifreeze).
+pub const S0_PERCENTILE: f64 = 98.0;
+/// Default number of voxels per work item.
+pub const DEFAULT_CHUNK: usize = 512;
+/// Relative singular-value cut-off of every pseudo-inverse (numpy's `pinv` default).
+const RCOND: f64 = 1e-15;
+/// A Cholesky pivot below this fraction of its diagonal entry means the normal matrix is too
+/// ill-conditioned for normal equations; that voxel is solved by SVD instead.
+const PIVOT_TOL: f64 = 1e-12;
+
+/// Leave-one-volume-out DTI/DKI fits of the mask voxels of one series.
+pub struct LovoEngine {
+    grid: Grid,
+    kind: ModelKind,
+    method: FitMethod,
+    /// Linear grid indices of the fitted voxels, ascending.
+    voxels: Vec<usize>,
+    /// ln(max(signal, 1e-4)) of the fitted voxels, voxel-major, `n_cols` per voxel: the
+    /// diffusion-weighted volumes in `dw` order, then (DKI) the S0 sample.
+    y: Vec<f64>,
+    /// S0 of each fitted voxel, used for the prediction.
+    s0: Vec<f64>,
+    s0_volume: Volume,
+    /// 4-D indices of the diffusion-weighted volumes, in column order.
+    dw: Vec<usize>,
+    /// b (s/mm²) and unit gradient of each column.
+    bvals: Vec<f64>,
+    bvecs: Vec<[f64; 3]>,
+    cols: Vec<Column>,
+    /// Design matrix (ms/µm²), `n_cols × p`, row-major.
+    x: Vec<f64>,
+    /// Design matrix transposed, `p × n_cols`.
+    xt: Vec<f64>,
+    /// Moment matrix transposed (ms/µm²), `n_moments × n_cols`.
+    qt: Vec<f64>,
+    moments: MomentMap,
+    chunk: usize,
+}
+
+/// Everything a fold shares across voxels.
+struct Fold {
+    /// Column held out.
+    h: usize,
+    /// OLS pseudo-inverse of the training rows, `p × n_cols`, column `h` zero.
+    pinv: Vec<f64>,
+    /// Eigenvalue floor in µm²/ms (DIPY's min_diffusivity).
+    thr: f64,
+    /// Design row of the held-out gradient (ms/µm²).
+    x_pred: Vec<f64>,
+}
+
+impl LovoEngine {
+    /// Build the engine: S0, the fitted voxels and their log-signals. Cost: one pass over the
+    /// masked data (a log per sample), in parallel on the current rayon pool.
+    pub fn new(
+        series: &Series,
+        gradients: &GradientTable,
+        mask: &Mask,
+        kind: ModelKind,
+        method: FitMethod,
+        b0_threshold: f64,
+    ) -> Result<Self> {
+        Self::build(series, gradients, mask, kind, method, b0_threshold, false)
+    }
+
+    /// As [`LovoEngine::new`], but S0 is the 98th percentile of the masked diffusion-weighted
+    /// data even when b=0 volumes exist (nifreeze's `ignore_bzero`); b=0 volumes are still
+    /// not fitted.
+    pub fn new_ignoring_b0(
+        series: &Series,
+        gradients: &GradientTable,
+        mask: &Mask,
+        kind: ModelKind,
+        method: FitMethod,
+        b0_threshold: f64,
+    ) -> Result<Self> {
+        Self::build(series, gradients, mask, kind, method, b0_threshold, true)
+    }
+
+    /// Voxels per work item (results do not depend on it).
+    pub fn with_chunk_size(mut self, n: usize) -> Self {
+        self.chunk = n.max(1);
+        self
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    pub fn method(&self) -> FitMethod {
+        self.method
+    }
+
+    /// Number of fitted voxels (mask voxels with usable S0).
+    pub fn n_voxels(&self) -> usize {
+        self.voxels.len()
+    }
+
+    /// 4-D indices of the diffusion-weighted volumes (the ones [`LovoEngine::predict`] accepts).
+    pub fn dw_indices(&self) -> &[usize] {
+        &self.dw
+    }
+
+    /// S0: the voxelwise median of the b=0 volumes over the whole grid (the registration
+    /// reference for b=0 volumes); without b=0 volumes, the percentile S0 inside the mask.
+    pub fn s0(&self) -> Volume {
+        self.s0_volume.clone()
+    }
+
+    /// As [`LovoEngine::new`] for f64 signals: `data` is volume-major like [`Series::data`]
+    /// (`n_volumes` volumes on `grid`). For callers holding exact signals (tests, simulation).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_f64(
+        grid: &Grid,
+        n_volumes: usize,
+        data: &[f64],
+        gradients: &GradientTable,
+        mask: &Mask,
+        kind: ModelKind,
+        method: FitMethod,
+        b0_threshold: f64,
+    ) -> Result<Self> {
+        if data.len() != grid.len() * n_volumes {
+            return Err(Error::input(format!(
+                "{} samples do not fill {n_volumes} volumes of {:?}",
+                data.len(),
+                grid.dims
+            )));
+        }
+        let src = F64Samples {
+            grid,
+            n_volumes,
+            data,
+        };
+        Self::build(&src, gradients, mask, kind, method, b0_threshold, false)
+    }
+
+    fn build<S: Samples>(
+        series: &S,
+        gradients: &GradientTable,
+        mask: &Mask,
+        kind: ModelKind,
+        method: FitMethod,
+        b0_threshold: f64,
+        ignore_b0: bool,
+    ) -> Result<Self> {
+        let grid = series.grid().clone();
+        let nvox = grid.len();
+        if gradients.len() != series.n_volumes() {
+            return Err(Error::input(format!(
+                "the gradient table has {} rows but the series has {} volumes",
+                gradients.len(),
+                series.n_volumes()
+            )));
+        }
+        if mask.grid.dims != grid.dims || mask.data.len() != nvox {
+            return Err(Error::input(format!(
+                "the mask grid {:?} does not match the series grid {:?}",
+                mask.grid.dims, grid.dims
+            )));
+        }
+        let dw = gradients.dw_indices(b0_threshold);
+        let b0 = gradients.b0_indices(b0_threshold);
+        let p = design::n_params(kind);
+        let extra = usize::from(kind == ModelKind::Dki);
+        let name = match kind {
+            ModelKind::Dti => "DTI",
+            ModelKind::Dki => "DKI",
+        };
+        if kind == ModelKind::Dki {
+            let sh = shells(gradients, b0_threshold);
+            // Every fold must keep two shells: two shells of ≥ 2 volumes, or three shells.
+            let ok = sh.len() >= 3 || (sh.len() == 2 && sh.iter().all(|s| s.indices.len() >= 2));
+            if !ok {
+                let list: Vec<String> = sh
+                    .iter()
+                    .map(|s| format!("b≈{:.0} ({} volumes)", s.bvalue, s.indices.len()))
+                    .collect();
+                return Err(Error::input(format!(
+                    "DKI needs at least two non-zero b-value shells, but the series has {}: {}; use --model dti for single-shell data",
+                    sh.len(),
+                    list.join(", ")
+                )));
+            }
+        }
+        // Leave-one-out needs at least p training rows in every fold.
+        if dw.len() + extra < p + 1 {
+            return Err(Error::input(format!(
+                "{name} leave-one-out fits need at least {} diffusion-weighted volumes (b > {b0_threshold}); the series has {}",
+                p + 1 - extra,
+                dw.len()
+            )));
+        }
+        for &k in &dw {
+            let g = gradients.bvecs[k];
+            let n = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
+            if !(gradients.bvals[k].is_finite() && n > 0.5 && n < 1.5) {
+                return Err(Error::input(format!(
+                    "volume {k}: b={} with gradient {:?} is not a usable diffusion-weighted measurement",
+                    gradients.bvals[k], g
+                )));
+            }
+        }
+
+        // Columns: DW volumes, then the S0 sample (b = 0, no direction) for DKI.
+        let mut bvals: Vec<f64> = dw.iter().map(|&k| gradients.bvals[k]).collect();
+        let mut bvecs: Vec<[f64; 3]> = dw.iter().map(|&k| gradients.bvecs[k]).collect();
+        if kind == ModelKind::Dki {
+            bvals.push(0.0);
+            bvecs.push([0.0; 3]);
+        }
+        let nc = bvals.len();
+        let cols = design::columns(kind);
+        let moments = MomentMap::new(&cols);
+        let mut x = Vec::with_capacity(nc * p);
+        let mut q = Vec::with_capacity(nc * moments.keys.len());
+        for c in 0..nc {
+            x.extend(design::row(&cols, bvals[c] / 1000.0, bvecs[c]));
+            q.extend(moments.row(bvals[c] / 1000.0, bvecs[c]));
+        }
+        // The gradient directions must determine the model.
+        let nm = moments.keys.len();
+        let mut xt = vec![0.0; p * nc];
+        let mut qt = vec![0.0; nm * nc];
+        for c in 0..nc {
+            for j in 0..p {
+                xt[j * nc + c] = x[c * p + j];
+            }
+            for k in 0..nm {
+                qt[k * nc + c] = q[c * nm + k];
+            }
+        }
+        let sv = linalg::singular_values(&DMatrix::from_row_slice(nc, p, &x));
+        if !(sv[p - 1] > 1e-10 * sv[0]) {
+            return Err(Error::input(format!(
+                "the gradient directions do not determine a {name} model (design matrix is rank-deficient); check the b-vectors"
+            )));
+        }
+
+        // S0 and the fitted voxels.
+        let (s0_grid, voxels): (Vec<f64>, Vec<usize>) = if !b0.is_empty() && !ignore_b0 {
+            let s0 = median_volumes(series, &b0);
+            let vox = (0..nvox)
+                .filter(|&l| mask.data[l] && s0[l].is_finite() && s0[l] >= MIN_S0)
+                .collect();
+            (s0, vox)
+        } else {
+            let vox = mask.indices();
+            let c = percentile_s0(series, &dw, &vox);
+            let mut s0 = vec![0.0; nvox];
+            for &l in &vox {
+                s0[l] = c;
+            }
+            let vox = if c >= MIN_S0 { vox } else { Vec::new() };
+            (s0, vox)
+        };
+        let s0: Vec<f64> = voxels.iter().map(|&l| s0_grid[l]).collect();
+        let s0_volume = Volume::new(grid.clone(), s0_grid.iter().map(|&v| v as f32).collect());
+
+        // Voxel-major log-signals, built chunk by chunk so that reads of each volume stay local.
+        const BUILD_CHUNK: usize = 256;
+        let mut y = vec![0.0f64; voxels.len() * nc];
+        let ndw = dw.len();
+        y.par_chunks_mut(BUILD_CHUNK * nc)
+            .zip(voxels.par_chunks(BUILD_CHUNK))
+            .zip(s0.par_chunks(BUILD_CHUNK))
+            .for_each(|((yc, vc), sc)| {
+                for (c, &k) in dw.iter().enumerate() {
+                    for (i, &l) in vc.iter().enumerate() {
+                        yc[i * nc + c] = log_signal(series.get(k, l));
+                    }
+                }
+                if nc > ndw {
+                    for (i, &s) in sc.iter().enumerate() {
+                        yc[i * nc + ndw] = log_signal(s);
+                    }
+                }
+            });
+
+        Ok(LovoEngine {
+            grid,
+            kind,
+            method,
+            voxels,
+            y,
+            s0,
+            s0_volume,
+            dw,
+            bvals,
+            bvecs,
+            cols,
+            x,
+            xt,
+            qt,
+            moments,
+            chunk: DEFAULT_CHUNK,
+        })
+    }
+
+    fn column_of(&self, index: usize) -> Result<usize> {
+        self.dw.iter().position(|&k| k == index).ok_or_else(|| {
+            Error::input(format!(
+                "volume {index} is not a diffusion-weighted volume of this series (diffusion-weighted volumes: {}); b=0 volumes and out-of-range indices cannot be predicted",
+                compact_list(&self.dw)
+            ))
+        })
+    }
+
+    fn fold(&self, h: usize) -> Fold {
+        let nc = self.bvals.len();
+        let p = self.cols.len();
+        // DIPY's min_diffusivity = 1e-6 / -min(design in s/mm² of the fitted rows).
+        let mut max_neg = f64::NEG_INFINITY;
+        for c in (0..nc).filter(|&c| c != h) {
+            for v in design::row(&self.cols, self.bvals[c], self.bvecs[c]) {
+                max_neg = max_neg.max(-v);
+            }
+        }
+        let thr = 1e-6 / max_neg * 1000.0; // mm²/s -> µm²/ms
+        let train: Vec<usize> = (0..nc).filter(|&c| c != h).collect();
+        let mut xt = DMatrix::zeros(train.len(), p);
+        for (r, &c) in train.iter().enumerate() {
+            for j in 0..p {
+                xt[(r, j)] = self.x[c * p + j];
+            }
+        }
+        let pi = linalg::pinv(&xt, RCOND);
+        let mut pinv_full = vec![0.0; p * nc];
+        for j in 0..p {
+            for (r, &c) in train.iter().enumerate() {
+                pinv_full[j * nc + c] = pi[(j, r)];
+            }
+        }
+        Fold {
+            h,
+            pinv: pinv_full,
+            thr,
+            x_pred: design::row(&self.cols, self.bvals[h] / 1000.0, self.bvecs[h]),
+        }
+    }
+
+    /// Prediction of 4-D volume `index` (a diffusion-weighted volume) fitted on all other
+    /// diffusion-weighted volumes; zero outside the fitted voxels.
+    pub fn predict(&self, index: usize) -> Result<Volume> {
+        Ok(self.scatter(&self.predict_values(index)?))
+    }
+
+    /// The prediction at the fitted voxels ([`LovoEngine::voxel_indices`] order), in f64.
+    pub fn predict_values(&self, index: usize) -> Result<Vec<f64>> {
+        let h = self.column_of(index)?;
+        let fold = self.fold(h);
+        let nc = self.bvals.len();
+        let mut vals = vec![0.0f64; self.voxels.len()];
+        vals.par_chunks_mut(self.chunk)
+            .zip(self.y.par_chunks(self.chunk * nc))
+            .zip(self.s0.par_chunks(self.chunk))
+            .for_each(|((out, y), s0)| match self.kind {
+                ModelKind::Dti => self.chunk_fast::<7>(&fold, y, s0, out),
+                ModelKind::Dki => self.chunk_fast::<22>(&fold, y, s0, out),
+            });
+        Ok(vals)
+    }
+
+    /// The same prediction by the straightforward route: per voxel, DIPY's pseudo-inverse
+    /// solve of the weighted problem and the literal eigen-decomposition. Slow; the reference
+    /// the fast path is tested and benchmarked against.
+    pub fn predict_values_plain(&self, index: usize) -> Result<Vec<f64>> {
+        let h = self.column_of(index)?;
+        let fold = self.fold(h);
+        let nc = self.bvals.len();
+        let mut vals = vec![0.0f64; self.voxels.len()];
+        vals.par_chunks_mut(self.chunk)
+            .zip(self.y.par_chunks(self.chunk * nc))
+            .zip(self.s0.par_chunks(self.chunk))
+            .for_each(|((out, y), s0)| {
+                for (v, o) in out.iter_mut().enumerate() {
+                    *o = self.voxel_plain(&fold, &y[v * nc..(v + 1) * nc], s0[v]);
+                }
+            });
+        Ok(vals)
+    }
+
+    /// Linear grid indices of the fitted voxels (mask voxels with usable S0), ascending.
+    pub fn voxel_indices(&self) -> &[usize] {
+        &self.voxels
+    }
+
+    fn scatter(&self, vals: &[f64]) -> Volume {
+        let mut out = Volume::zeros(self.grid.clone());
+        for (&l, &v) in self.voxels.iter().zip(vals) {
+            out.data[l] = v as f32;
+        }
+        out
+    }
+
+    /// Fit and predict one chunk of `P`-parameter models, [`kernel::LANES`] voxels at a time.
+    fn chunk_fast<const P: usize>(&self, fold: &Fold, y: &[f64], s0: &[f64], out: &mut [f64]) {
+        let nc = self.bvals.len();
+        let fd = FoldData {
+            nc,
+            h: fold.h,
+            pinv: &fold.pinv,
+            x: &self.x,
+            xt: &self.xt,
+            qt: &self.qt,
+            entries: &self.moments.entries,
+            wls: self.method == FitMethod::Wls,
+            pivot_tol: PIVOT_TOL,
+        };
+        let avx2 = kernel::has_avx2();
+        let mut sc = Scratch::new(nc, self.moments.keys.len(), P);
+        let nv = s0.len();
+        let mut start = 0;
+        while start < nv {
+            let g = (nv - start).min(LANES);
+            let fit =
+                kernel::fit_group::<P>(&fd, &y[start * nc..(start + g) * nc], g, &mut sc, avx2);
+            for l in 0..g {
+                let v = start + l;
+                let beta: [f64; P] = if fit.bad[l] {
+                    // Too ill-conditioned for normal equations: weighted least squares by SVD.
+                    let sw: Vec<f64> = (0..nc).map(|c| sc.weight(c, l).sqrt()).collect();
+                    let sol = self.weighted_lstsq(fold.h, &sw, &y[v * nc..(v + 1) * nc]);
+                    let mut b = [0.0f64; P];
+                    b.copy_from_slice(sol.as_slice());
+                    b
+                } else {
+                    fit.beta[l]
+                };
+                out[v] = log_prediction(&beta, &fold.x_pred, s0[v], fold.thr).exp();
+            }
+            start += g;
+        }
+    }
+
+    /// Solve min Σ_{i≠h} (sw_i (x_i·β - y_i))² by SVD with numpy's pinv cut-off.
+    fn weighted_lstsq(&self, h: usize, sw: &[f64], y: &[f64]) -> DVector<f64> {
+        let nc = self.bvals.len();
+        let p = self.cols.len();
+        let rows: Vec<usize> = (0..nc).filter(|&c| c != h).collect();
+        let mut a = DMatrix::zeros(rows.len(), p);
+        let mut b = DVector::zeros(rows.len());
+        for (r, &c) in rows.iter().enumerate() {
+            for j in 0..p {
+                a[(r, j)] = sw[c] * self.x[c * p + j];
+            }
+            b[r] = sw[c] * y[c];
+        }
+        linalg::pinv(&a, RCOND) * b
+    }
+
+    /// One voxel, straightforwardly (DIPY's formulas and order).
+    fn voxel_plain(&self, fold: &Fold, y: &[f64], s0: f64) -> f64 {
+        let nc = self.bvals.len();
+        let p = self.cols.len();
+        let beta_ols: Vec<f64> = (0..p)
+            .map(|j| (0..nc).map(|c| fold.pinv[j * nc + c] * y[c]).sum())
+            .collect();
+        let beta = match self.method {
+            FitMethod::Ols => beta_ols,
+            FitMethod::Wls => {
+                let sw: Vec<f64> = (0..nc)
+                    .map(|c| {
+                        (0..p)
+                            .map(|j| self.x[c * p + j] * beta_ols[j])
+                            .sum::<f64>()
+                            .exp()
+                    })
+                    .collect();
+                self.weighted_lstsq(fold.h, &sw, y).as_slice().to_vec()
+            }
+        };
+        log_prediction_literal(&beta, &fold.x_pred, s0, fold.thr).exp()
+    }
+}
+
+/// Read access to the samples of a 4-D series (f32 [`Series`] or f64 data).
+trait Samples: Sync {
+    fn grid(&self) -> &Grid;
+    fn n_volumes(&self) -> usize;
+    /// Sample of volume `k` at linear voxel index `l`.
+    fn get(&self, k: usize, l: usize) -> f64;
+}
+
+impl Samples for Series {
+    fn grid(&self) -> &Grid {
+        &self.grid
+    }
+    fn n_volumes(&self) -> usize {
+        self.n_volumes
+    }
+    #[inline]
+    fn get(&self, k: usize, l: usize) -> f64 {
+        self.data[k * self.grid.len() + l] as f64
+    }
+}
+
+struct F64Samples<'a> {
+    grid: &'a Grid,
+    n_volumes: usize,
+    data: &'a [f64],
+}
+
+impl Samples for F64Samples<'_> {
+    fn grid(&self) -> &Grid {
+        self.grid
+    }
+    fn n_volumes(&self) -> usize {
+        self.n_volumes
+    }
+    #[inline]
+    fn get(&self, k: usize, l: usize) -> f64 {
+        self.data[k * self.grid.len() + l]
+    }
+}
+
+#[inline]
+fn log_signal(s: f64) -> f64 {
+    // f64::max returns the other operand for NaN: a NaN sample counts as the minimum signal.
+    s.max(MIN_SIGNAL).ln()
+}
+
+/// The voxelwise median of the b=0 volumes (b ≤ `b0_threshold`) — the S0 the engine uses and
+/// the reference for an automatic brain mask; `None` without b=0 volumes.
+pub fn median_b0(series: &Series, gradients: &GradientTable, b0_threshold: f64) -> Option<Volume> {
+    let b0 = gradients.b0_indices(b0_threshold);
+    if b0.is_empty() || gradients.len() != series.n_volumes {
+        return None;
+    }
+    let m = median_volumes(series, &b0);
+    Some(Volume::new(
+        series.grid.clone(),
+        m.iter().map(|&v| v as f32).collect(),
+    ))
+}
+
+/// Voxelwise median of the given volumes (mean of the middle two for an even count, in f64).
+fn median_volumes<S: Samples>(series: &S, vols: &[usize]) -> Vec<f64> {
+    let nvox = series.grid().len();
+    let mut out = vec![0.0f64; nvox];
+    out.par_chunks_mut(4096).enumerate().for_each(|(ci, oc)| {
+        let mut buf = vec![0.0f64; vols.len()];
+        for (i, o) in oc.iter_mut().enumerate() {
+            let l = ci * 4096 + i;
+            for (b, &k) in buf.iter_mut().zip(vols) {
+                *b = series.get(k, l);
+            }
+            *o = median(&mut buf);
+        }
+    });
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    // NaN sorts last (like numpy, which returns NaN if any value is NaN: handled by callers
+    // through the finiteness test on S0).
+    if v.iter().any(|x| x.is_nan()) {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// nifreeze's S0 without b=0: `round(percentile(data[mask], 98))` over the diffusion-weighted
+/// volumes, numpy's linear interpolation and round-half-to-even.
+fn percentile_s0<S: Samples>(series: &S, dw: &[usize], voxels: &[usize]) -> f64 {
+    let mut vals: Vec<f64> = Vec::with_capacity(dw.len() * voxels.len());
+    for &k in dw {
+        vals.extend(
+            voxels
+                .iter()
+                .map(|&l| series.get(k, l))
+                .filter(|v| !v.is_nan()),
+        );
+    }
+    if vals.is_empty() {
+        return 0.0;
+    }
+    let n = vals.len();
+    let pos = S0_PERCENTILE / 100.0 * (n - 1) as f64;
+    let lo = pos.floor() as usize;
+    let frac = pos - lo as f64;
+    let (_, &mut a, rest) = vals.select_nth_unstable_by(lo, |a, b| a.total_cmp(b));
+    let b = if lo + 1 < n {
+        rest.iter().copied().fold(f64::INFINITY, f64::min)
+    } else {
+        a
+    };
+    // numpy's _lerp: a + (b-a)·t, or b - (b-a)·(1-t) for t ≥ 0.5.
+    let v = if frac >= 0.5 {
+        b - (b - a) * (1.0 - frac)
+    } else {
+        a + (b - a) * frac
+    };
+    v.round_ties_even()
+}
+
+fn compact_list(v: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j > i {
+            format!("{}-{}", v[i], v[j])
+        } else {
+            v[i].to_string()
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_list() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(compact_list(&[1, 2, 3, 5, 7, 8]), "1-3,5,7-8");
+    }
+}

@@ -1,0 +1,146 @@
+//! The Snakemake recipe (examples/snakemake/Snakefile) on a two-subject BIDS-like folder
+//! built with `simulate`. Skips with a message when `snakemake` is not on PATH
+//! (`.ci/run` installs it with pip, so CI runs these).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nifreeze-rs");
+
+fn snakemake() -> Option<PathBuf> {
+    let ok = Command::new("snakemake")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success());
+    if matches!(ok, Ok(true)) {
+        Some(PathBuf::from("snakemake"))
+    } else {
+        eprintln!("SKIPPED: `snakemake` is not on PATH (pip install snakemake to run this test)");
+        None
+    }
+}
+
+fn snakefile() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/snakemake/Snakefile")
+}
+
+/// Two small subjects (5 mm, 14 volumes): bids/sub-0N/dwi/sub-0N_dwi.{nii.gz,bval,bvec},
+/// and each subject's truth.tsv + brainmask.nii.gz under truth/sub-0N/.
+fn bids(root: &Path) {
+    for (s, seed) in [("01", "1"), ("02", "2")] {
+        let sim = root.join(format!("sim-{s}"));
+        let o = Command::new(BIN)
+            .args(["simulate", "--out", sim.to_str().unwrap(), "--seed", seed])
+            .args([
+                "--voxel-size",
+                "5",
+                "--shells",
+                "1000:6,2000:6",
+                "--b0",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let dwi = root.join(format!("bids/sub-{s}/dwi"));
+        std::fs::create_dir_all(&dwi).unwrap();
+        for ext in ["nii.gz", "bval", "bvec"] {
+            std::fs::rename(
+                sim.join(format!("dwi.{ext}")),
+                dwi.join(format!("sub-{s}_dwi.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn run_snakemake(smk: &Path, root: &Path, extra: &[&str]) -> (bool, String) {
+    let o = Command::new(smk)
+        .args([
+            "--snakefile",
+            snakefile().to_str().unwrap(),
+            "--cores",
+            "2",
+            "--directory",
+        ])
+        .arg(root)
+        .args([
+            "--config",
+            "bids=bids",
+            "out=derivatives",
+            &format!("nifreeze={BIN}"),
+            "threads=2",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+/// The workflow finds both subjects and plans one estimate job each (needs no estimate).
+#[test]
+fn snakefile_plans_one_job_per_subject() {
+    let Some(smk) = snakemake() else { return };
+    let d = tempfile::tempdir().unwrap();
+    bids(d.path());
+    let (ok, text) = run_snakemake(&smk, d.path(), &["--dry-run"]);
+    assert!(ok, "{text}");
+    let jobs = text
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 2 && f[0] == "estimate").then(|| f[1].to_string())
+        })
+        .unwrap_or_default();
+    assert_eq!(jobs, "2", "{text}");
+    assert!(text.contains("sub-01") && text.contains("sub-02"), "{text}");
+}
+
+#[test]
+fn snakemake_runs_estimate_for_two_subjects() {
+    let Some(smk) = snakemake() else { return };
+    let d = tempfile::tempdir().unwrap();
+    bids(d.path());
+    let (ok, text) = run_snakemake(&smk, d.path(), &[]);
+    let logs: String = ["01", "02"]
+        .iter()
+        .map(|s| {
+            std::fs::read_to_string(d.path().join(format!("derivatives/logs/sub-{s}.log")))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(ok, "{text}\n--- estimate logs ---\n{logs}");
+    for s in ["01", "02"] {
+        let out = d.path().join(format!("derivatives/sub-{s}"));
+        for f in ["motion.tsv", "transforms.tfm", "summary.json"] {
+            let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 0, "sub-{s}/{f} missing or empty");
+        }
+        // The estimate is a usable motion estimate: compare against the simulated truth.
+        let sim = d.path().join(format!("sim-{s}"));
+        let o = Command::new(BIN)
+            .args(["compare", "--truth"])
+            .arg(sim.join("truth.tsv"))
+            .arg("--estimate")
+            .arg(out.join("motion.tsv"))
+            .arg("--mask")
+            .arg(sim.join("brainmask.nii.gz"))
+            .args(["--max-median-mm", "1.0"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "sub-{s}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // A second run has nothing to do (outputs are up to date).
+    let (ok, text) = run_snakemake(&smk, d.path(), &[]);
+    assert!(ok && text.contains("Nothing to be done"), "{text}");
+}
