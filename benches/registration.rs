@@ -178,6 +178,15 @@ fn run_mini(root: &Path, kind: TransformKind, out: Option<&Path>) {
     let mut rng = Rng(11);
     for k in 0..nv {
         let mut fixed = Volume::new(g.clone(), clean[k * n..(k + 1) * n].to_vec());
+        // REG_FIXED_MASKED=1: zero the fixed image outside the brain mask (a prediction that
+        // exists only inside the mask)
+        if std::env::var("REG_FIXED_MASKED").is_ok() {
+            for (v, &m) in fixed.data.iter_mut().zip(&mask.data) {
+                if !m {
+                    *v = 0.0;
+                }
+            }
+        }
         if fixed_noise > 0.0 {
             let s = fixed_noise * b0mean;
             for v in fixed.data.iter_mut() {

@@ -14,7 +14,7 @@ fn arr(v: &serde_json::Value) -> Vec<f64> {
 }
 
 fn mat(v: &serde_json::Value) -> Matrix4<f64> {
-    let rows: Vec<f64> = v.as_array().unwrap().iter().flat_map(|r| arr(r)).collect();
+    let rows: Vec<f64> = v.as_array().unwrap().iter().flat_map(arr).collect();
     Matrix4::from_row_slice(&rows)
 }
 

@@ -35,12 +35,20 @@ fn sample(grid: &Grid, f: impl Fn(&Vector3<f64>) -> f64) -> Volume {
 /// Grid of `dims` voxels of size `vs` with a rotated (oblique) and optionally x-flipped
 /// affine, centred on the world origin.
 fn grid(dims: [usize; 3], vs: f64, rot_deg: [f64; 3], flip_x: bool) -> Grid {
+    grid_aniso(dims, [vs; 3], rot_deg, flip_x)
+}
+
+fn grid_aniso(dims: [usize; 3], vs: [f64; 3], rot_deg: [f64; 3], flip_x: bool) -> Grid {
     let r = Rotation3::from_euler_angles(
         rot_deg[0].to_radians(),
         rot_deg[1].to_radians(),
         rot_deg[2].to_radians(),
     );
-    let s = Matrix3::from_diagonal(&Vector3::new(if flip_x { -vs } else { vs }, vs, vs));
+    let s = Matrix3::from_diagonal(&Vector3::new(
+        if flip_x { -vs[0] } else { vs[0] },
+        vs[1],
+        vs[2],
+    ));
     let lin = r.matrix() * s;
     let half = Vector3::new(
         dims[0] as f64 - 1.0,
@@ -261,4 +269,57 @@ fn bad_inputs_are_errors_not_panics() {
     )
     .is_err());
     let _ = TransformKind::Affine.n_params();
+}
+
+#[test]
+fn non_finite_voxels_count_as_zero() {
+    // NaN / inf far from the brain must not change the answer; inside they act like 0
+    let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
+    let f = sample(&g, object);
+    let m = mask_of(&f);
+    let truth = rigid([2.0, -1.0, 1.0], [1.0, 1.5, -1.0], [0.0, 0.0, 0.0]);
+    let mv = moved(&g, &truth);
+    let clean = register(
+        &f,
+        &mv,
+        Some(&m),
+        &Matrix4::identity(),
+        &RegistrationConfig::rigid(),
+    )
+    .unwrap();
+    let (mut f2, mut mv2) = (f.clone(), mv.clone());
+    f2.data[0] = f32::NAN;
+    mv2.data[1] = f32::INFINITY;
+    let r = register(
+        &f2,
+        &mv2,
+        Some(&m),
+        &Matrix4::identity(),
+        &RegistrationConfig::rigid(),
+    )
+    .unwrap();
+    assert!(r.matrix.iter().all(|v| v.is_finite()));
+    assert_eq!(r.matrix, clean.matrix);
+}
+
+#[test]
+fn anisotropic_moving_voxels() {
+    // 2.5 mm isotropic fixed; moving with 2 × 2 × 3.5 mm voxels, oblique: smoothing is set in
+    // millimetres per axis, so both images are blurred alike
+    let gf = grid([48, 56, 46], 2.5, [0.0; 3], false);
+    let gm = grid_aniso([60, 70, 34], [2.0, 2.0, 3.5], [4.0, 0.0, -7.0], false);
+    let f = sample(&gf, object);
+    let m = mask_of(&f);
+    let truth = rigid([-2.0, 3.0, 1.0], [2.0, -1.0, 1.5], [0.0, -20.0, 10.0]);
+    let mv = moved(&gm, &truth);
+    let r = register(
+        &f,
+        &mv,
+        Some(&m),
+        &Matrix4::identity(),
+        &RegistrationConfig::rigid(),
+    )
+    .unwrap();
+    let e = mean_error(&r.matrix, &truth, &m);
+    assert!(e <= 0.02, "anisotropic error {e} mm");
 }

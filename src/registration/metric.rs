@@ -89,7 +89,7 @@ impl FixedSamples {
             let (gx, gy, gz) = if let Some(sp) = &spline {
                 // derivative of the cubic spline through the samples: consistent with the
                 // cubic interpolation of the moving image, so Gauss–Newton converges faster
-                let (_, g) = sp.value_gradient([i as f64, j as f64, k as f64]);
+                let g = sp.gradient_at_node(i, j, k);
                 (g[0], g[1], g[2])
             } else {
                 // central differences (one-sided at the border), per voxel index
