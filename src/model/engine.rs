@@ -92,6 +92,18 @@ struct Fold {
     x_pred: Vec<f64>,
 }
 
+/// Choices beyond DIPY's defaults, for callers that want a better registration target rather
+/// than nifreeze's exact numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// S0 from the 98th percentile of the masked data even when b=0 volumes exist.
+    pub ignore_b0: bool,
+    /// Append S0 as one b=0 sample to every fit. nifreeze does this for DKI (which needs it)
+    /// but not for DTI; for DTI on multi-shell data it anchors the log-linear fit at b=0, which
+    /// makes its predictions far closer to the measured volumes (see the estimate loop).
+    pub s0_sample: bool,
+}
+
 impl LovoEngine {
     /// Build the engine: S0, the fitted voxels and their log-signals. Cost: one pass over the
     /// masked data (a log per sample), in parallel on the current rayon pool.
@@ -118,6 +130,19 @@ impl LovoEngine {
         b0_threshold: f64,
     ) -> Result<Self> {
         Self::build(series, gradients, mask, kind, method, b0_threshold, true)
+    }
+
+    /// The general constructor: see [`EngineOptions`].
+    pub fn with_options(
+        series: &Series,
+        gradients: &GradientTable,
+        mask: &Mask,
+        kind: ModelKind,
+        method: FitMethod,
+        b0_threshold: f64,
+        options: EngineOptions,
+    ) -> Result<Self> {
+        Self::build_with(series, gradients, mask, kind, method, b0_threshold, options)
     }
 
     /// Voxels per work item (results do not depend on it).
@@ -187,6 +212,26 @@ impl LovoEngine {
         b0_threshold: f64,
         ignore_b0: bool,
     ) -> Result<Self> {
+        let options = EngineOptions {
+            ignore_b0,
+            s0_sample: kind == ModelKind::Dki,
+        };
+        Self::build_with(series, gradients, mask, kind, method, b0_threshold, options)
+    }
+
+    fn build_with<S: Samples>(
+        series: &S,
+        gradients: &GradientTable,
+        mask: &Mask,
+        kind: ModelKind,
+        method: FitMethod,
+        b0_threshold: f64,
+        options: EngineOptions,
+    ) -> Result<Self> {
+        let EngineOptions {
+            ignore_b0,
+            s0_sample,
+        } = options;
         let grid = series.grid().clone();
         let nvox = grid.len();
         if gradients.len() != series.n_volumes() {
@@ -205,7 +250,7 @@ impl LovoEngine {
         let dw = gradients.dw_indices(b0_threshold);
         let b0 = gradients.b0_indices(b0_threshold);
         let p = design::n_params(kind);
-        let extra = usize::from(kind == ModelKind::Dki);
+        let extra = usize::from(s0_sample);
         let name = match kind {
             ModelKind::Dti => "DTI",
             ModelKind::Dki => "DKI",
@@ -248,7 +293,7 @@ impl LovoEngine {
         // Columns: DW volumes, then the S0 sample (b = 0, no direction) for DKI.
         let mut bvals: Vec<f64> = dw.iter().map(|&k| gradients.bvals[k]).collect();
         let mut bvecs: Vec<[f64; 3]> = dw.iter().map(|&k| gradients.bvecs[k]).collect();
-        if kind == ModelKind::Dki {
+        if s0_sample {
             bvals.push(0.0);
             bvecs.push([0.0; 3]);
         }

@@ -12,7 +12,7 @@ pub mod kernel;
 pub mod linalg;
 pub mod tensor;
 
-pub use engine::LovoEngine;
+pub use engine::{EngineOptions, LovoEngine};
 
 /// Which signal model predicts the held-out volume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
