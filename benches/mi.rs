@@ -86,18 +86,37 @@ fn run(dir: &Path, cfg: &MiConfig) {
             -1.5f64.to_radians(),
             1.0f64.to_radians(),
         );
-        nifreeze::registration::transform::about_centre(r.matrix(), &Vector3::new(1.2, -1.5, 0.8), &c)
+        nifreeze::registration::transform::about_centre(
+            r.matrix(),
+            &Vector3::new(1.2, -1.5, 0.8),
+            &c,
+        )
     };
     let b0: Vec<usize> = (0..b.len()).filter(|&i| b[i] <= 50.0).collect();
     let dw: Vec<usize> = (0..b.len()).filter(|&i| b[i] > 50.0).collect();
     // realigned_k(x) = dwi_k(T_k x); with the known motion: dwi_k(T_k · known⁻¹ · x)
     let realign = |k: usize, extra: &Matrix4<f64>| {
-        resample(&s.to_volume(k), &s.grid, &(t[k] * extra), Interpolation::CubicBSpline).data
+        resample(
+            &s.to_volume(k),
+            &s.grid,
+            &(t[k] * extra),
+            Interpolation::CubicBSpline,
+        )
+        .data
     };
-    let b0s: Vec<Vec<f32>> = b0.iter().map(|&k| realign(k, &Matrix4::identity())).collect();
-    let fixed = median_of(&Series::from_volumes(s.grid.clone(), &b0s), &(0..b0.len()).collect::<Vec<_>>());
+    let b0s: Vec<Vec<f32>> = b0
+        .iter()
+        .map(|&k| realign(k, &Matrix4::identity()))
+        .collect();
+    let fixed = median_of(
+        &Series::from_volumes(s.grid.clone(), &b0s),
+        &(0..b0.len()).collect::<Vec<_>>(),
+    );
     let kinv = known.try_inverse().unwrap();
-    for (name, extra, expect) in [("identity", Matrix4::identity(), Matrix4::identity()), ("known 2°/2 mm", kinv, known)] {
+    for (name, extra, expect) in [
+        ("identity", Matrix4::identity(), Matrix4::identity()),
+        ("known 2°/2 mm", kinv, known),
+    ] {
         let mut acc = vec![0f64; s.grid.len()];
         for &k in &dw {
             for (a, v) in acc.iter_mut().zip(realign(k, &extra)) {
@@ -108,7 +127,10 @@ fn run(dir: &Path, cfg: &MiConfig) {
             s.grid.clone(),
             acc.iter().map(|a| (a / dw.len() as f64) as f32).collect(),
         );
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         let r = one
             .install(|| register_mi(&fixed, &moving, Some(&m), &Matrix4::identity(), cfg))
@@ -132,7 +154,10 @@ fn run(dir: &Path, cfg: &MiConfig) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let mut cfg = MiConfig::default();
     if let Ok(v) = std::env::var("MI_BINS") {
         cfg.bins = v.parse().unwrap();

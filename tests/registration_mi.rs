@@ -7,7 +7,7 @@
 use nalgebra::{Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::nifti::{read_mask, read_series};
-use nifreeze::registration::mutual_information::{register_mi, MiConfig};
+use nifreeze::registration::mutual_information::{debug_eval, register_mi, MiConfig};
 use nifreeze::registration::{resample, Interpolation};
 use std::path::Path;
 
@@ -119,95 +119,6 @@ fn mask_centre(m: &Mask) -> Vector3<f64> {
         / idx.len() as f64
 }
 
-#[test]
-fn explore_clean() {
-    let b = bvals();
-    let (s, m) = load("clean.nii.gz");
-    let fixed = median_b0(&s, &b);
-    let c = mask_centre(&m);
-    for (rot, tr) in [
-        ([0.0; 3], [0.0; 3]),
-        ([2.0, -1.0, 1.5], [1.5, -1.0, 1.2]),
-        ([5.0, -3.0, 4.0], [4.0, -3.0, 2.5]),
-    ] {
-        let truth = rigid(rot, tr, c);
-        // moving_k(y) = clean_k(truth⁻¹ y): the DW head moved by truth
-        let inv = truth.try_inverse().unwrap();
-        let moving = mean_dw(&s, &b, (50.0, 1500.0), |_| Some(inv));
-        let t0 = std::time::Instant::now();
-        let r = register_mi(&fixed, &moving, Some(&m), &Matrix4::identity(), &MiConfig::default()).unwrap();
-        let e = mean_error(&r.matrix, &truth, &m);
-        eprintln!("{rot:?} {tr:?}: err {e:.4} mm, it {}, mi {:.4}, {:?}", r.iterations, r.metric, t0.elapsed());
-    }
-}
-
-#[test]
-fn explore_grad() {
-    let b = bvals();
-    let (s, m) = load("clean.nii.gz");
-    let fixed = median_b0(&s, &b);
-    let moving = mean_dw(&s, &b, (50.0, 1500.0), |_| None);
-    for h in [1e-2, 1e-3] {
-        let (mi, g, fd) = nifreeze::registration::mutual_information::debug_eval(&fixed, &moving, &m, &Matrix4::identity(), &MiConfig::default(), h);
-        eprintln!("mi {mi} g {g:?}\n fd {fd:?}");
-    }
-    let c = mask_centre(&m);
-    let t = rigid([1.0, 0.5, 0.0], [0.5, 0.3, -0.2], c);
-    let (mi, g, fd) = nifreeze::registration::mutual_information::debug_eval(&fixed, &moving, &m, &t, &MiConfig::default(), 1e-3);
-    eprintln!("mi {mi} g {g:?}\n fd {fd:?}");
-}
-
-#[test]
-fn explore_cfg() {
-    let b = bvals();
-    let (s, m) = load("clean.nii.gz");
-    let fixed = median_b0(&s, &b);
-    let c = mask_centre(&m);
-    let truth = rigid([2.0, -1.0, 1.5], [1.5, -1.0, 1.2], c);
-    let inv = truth.try_inverse().unwrap();
-    let moving0 = mean_dw(&s, &b, (50.0, 1500.0), |_| None);
-    let moving = mean_dw(&s, &b, (50.0, 1500.0), |_| Some(inv));
-    let movall = mean_dw(&s, &b, (50.0, 3000.0), |_| Some(inv));
-    for bins in [32, 48, 64] {
-        for dil in [0, 2, 4] {
-            for fs in [0.5, 0.75, 1.0] {
-                let pct = fs;
-                let mut cfg = MiConfig { bins, mask_dilation: dil, ..MiConfig::default() };
-                cfg.levels.last_mut().unwrap().sigma = fs;
-                let r0 = register_mi(&fixed, &moving0, Some(&m), &Matrix4::identity(), &cfg).unwrap();
-                let r = register_mi(&fixed, &moving, Some(&m), &Matrix4::identity(), &cfg).unwrap();
-                let ra = register_mi(&fixed, &movall, Some(&m), &Matrix4::identity(), &cfg).unwrap();
-                eprintln!("bins {bins} dil {dil} fs {pct:?}: id {:.4} b1000 {:.4} all {:.4}  it {} {} {}",
-                    mean_error(&r0.matrix, &Matrix4::identity(), &m), mean_error(&r.matrix, &truth, &m), mean_error(&ra.matrix, &truth, &m), r0.iterations, r.iterations, ra.iterations);
-            }
-        }
-    }
-}
-
-#[test]
-fn explore_bias() {
-    let b = bvals();
-    let (s, m) = load("clean.nii.gz");
-    let fixed = median_b0(&s, &b);
-    let c = mask_centre(&m);
-    for (lo, hi) in [(50.0, 1500.0), (1500.0, 3000.0), (50.0, 3000.0)] {
-        let moving0 = mean_dw(&s, &b, (lo, hi), |_| None);
-        for fs in [0.0, 1.0] {
-            for bins in [32, 64] {
-                let mut cfg = MiConfig { bins, ..MiConfig::default() };
-                cfg.levels.last_mut().unwrap().sigma = fs;
-                let r = register_mi(&fixed, &moving0, Some(&m), &Matrix4::identity(), &cfg).unwrap();
-                let t = r.matrix;
-                let r3 = t.fixed_view::<3, 3>(0, 0);
-                let tc = r3 * c + t.fixed_view::<3, 1>(0, 3) - c;
-                let ang = Rotation3::from_matrix(&r3.into_owned()).euler_angles();
-                eprintln!("b {lo}-{hi} fs {fs} bins {bins}: err {:.4} tc {:.3} {:.3} {:.3} rot(deg) {:.3} {:.3} {:.3} mi {:.4}",
-                    mean_error(&t, &Matrix4::identity(), &m), tc.x, tc.y, tc.z, ang.0.to_degrees(), ang.1.to_degrees(), ang.2.to_degrees(), r.metric);
-            }
-        }
-    }
-}
-
 /// Realign every volume of `s` with its true transform: out_k(x) = s_k(T_k x).
 fn realigned(s: &Series, t: &[Matrix4<f64>]) -> Series {
     let vols: Vec<Vec<f32>> = (0..s.n_volumes)
@@ -216,31 +127,190 @@ fn realigned(s: &Series, t: &[Matrix4<f64>]) -> Series {
     Series::from_volumes(s.grid.clone(), &vols)
 }
 
+fn moving_with(s: &Series, b: &[f64], truth: &Matrix4<f64>) -> Volume {
+    // moving_k(y) = s_k(truth⁻¹ y): the DW head moved by `truth`, so fixed(x) ≈ moving(truth·x)
+    let inv = truth.try_inverse().unwrap();
+    mean_dw(s, b, (50.0, 3000.0), |_| Some(inv))
+}
+
 #[test]
-fn explore_noisy() {
+fn identical_images_give_identity() {
     let b = bvals();
     let (s, m) = load("clean.nii.gz");
-    let (n, _) = load("dwi.nii.gz");
-    let n = realigned(&n, &truth());
-    let c = mask_centre(&m);
-    let fixed_c = median_b0(&s, &b);
-    let fixed_n = median_b0(&n, &b);
-    let cases = [([2.0, -1.0, 1.5], [1.5, -1.0, 1.2]), ([5.0, -3.0, 4.0], [4.0, -3.0, 2.5])];
-    for bins in [32, 48, 64] {
-        for dil in [0, 2] {
-            let cfg = MiConfig { bins, mask_dilation: dil, ..MiConfig::default() };
-            let mut line = format!("bins {bins} dil {dil}:");
-            for (fixed, ser) in [(&fixed_c, &s), (&fixed_n, &n)] {
-                for (rot, tr) in [([0.0; 3], [0.0; 3]), cases[0], cases[1]] {
-                    let truth = rigid(rot, tr, c);
-                    let inv = truth.try_inverse().unwrap();
-                    let moving = mean_dw(ser, &b, (50.0, 3000.0), |_| Some(inv));
-                    let r = register_mi(fixed, &moving, Some(&m), &Matrix4::identity(), &cfg).unwrap();
-                    line += &format!(" {:.4}", mean_error(&r.matrix, &truth, &m));
-                }
-                line += " |";
-            }
-            eprintln!("{line}");
-        }
+    let fixed = median_b0(&s, &b);
+    let r = register_mi(
+        &fixed,
+        &fixed,
+        Some(&m),
+        &Matrix4::identity(),
+        &MiConfig::default(),
+    )
+    .unwrap();
+    let e = mean_error(&r.matrix, &Matrix4::identity(), &m);
+    assert!(e < 1e-3, "identity error {e} mm");
+}
+
+#[test]
+fn analytic_gradient_matches_finite_differences() {
+    let b = bvals();
+    let (s, m) = load("clean.nii.gz");
+    let fixed = median_b0(&s, &b);
+    let moving = mean_dw(&s, &b, (50.0, 3000.0), |_| None);
+    let t = rigid([1.0, 0.5, 0.0], [0.5, 0.3, -0.2], mask_centre(&m));
+    let (_, g, fd) = debug_eval(&fixed, &moving, &m, &t, &MiConfig::default(), 1e-3);
+    let scale = fd.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    for k in 0..6 {
+        assert!(
+            (g[k] - fd[k]).abs() < 1e-3 * scale,
+            "parameter {k}: analytic {} vs finite difference {}",
+            g[k],
+            fd[k]
+        );
     }
+}
+
+/// The exact case: the moving image is the mean DW image with its header moved by `truth`
+/// (no resampling), so the only error is the metric's own bias across contrasts (measured
+/// 0.048 mm for both motions at 4 mm voxels).
+#[test]
+fn recovers_header_motion_across_contrasts() {
+    let b = bvals();
+    let (s, m) = load("clean.nii.gz");
+    let fixed = median_b0(&s, &b);
+    let c = mask_centre(&m);
+    for (rot, tr) in [
+        ([2.0, 0.0, 0.0], [1.5, 0.0, 0.0]),
+        ([5.0, -3.0, 4.0], [4.0, -3.0, 2.5]),
+    ] {
+        let truth = rigid(rot, tr, c);
+        let mut moving = mean_dw(&s, &b, (50.0, 3000.0), |_| None);
+        moving.grid.affine = truth * moving.grid.affine;
+        let r = register_mi(
+            &fixed,
+            &moving,
+            Some(&m),
+            &Matrix4::identity(),
+            &MiConfig::default(),
+        )
+        .unwrap();
+        let e = mean_error(&r.matrix, &truth, &m);
+        eprintln!("header motion {rot:?}° {tr:?} mm: error {e:.4} mm");
+        assert!(e <= 0.055, "header motion {rot:?} {tr:?}: error {e} mm");
+    }
+}
+
+/// The DW volumes resampled (cubic B-spline) with a known motion before averaging: the
+/// resampling smooths the moving image but not the fixed one, which biases MI a little more.
+#[test]
+fn recovers_resampled_motion_across_contrasts() {
+    let b = bvals();
+    let (s, m) = load("clean.nii.gz");
+    let fixed = median_b0(&s, &b);
+    let c = mask_centre(&m);
+    // measured (96 bins, jitter): 0.045, 0.047, 0.058, 0.082 mm
+    for (rot, tr, tol) in [
+        ([2.0, -1.0, 1.5], [1.5, -1.0, 1.2], 0.06),
+        ([0.0, 2.0, 0.0], [0.0, 0.0, 1.5], 0.06),
+        ([0.0, 0.0, 5.0], [0.0, 4.0, 0.0], 0.075),
+        ([2.0, 0.0, 0.0], [1.5, 0.0, 0.0], 0.1),
+    ] {
+        let truth = rigid(rot, tr, c);
+        let moving = moving_with(&s, &b, &truth);
+        let r = register_mi(
+            &fixed,
+            &moving,
+            Some(&m),
+            &Matrix4::identity(),
+            &MiConfig::default(),
+        )
+        .unwrap();
+        let e = mean_error(&r.matrix, &truth, &m);
+        eprintln!("resampled motion {rot:?}° {tr:?} mm: error {e:.4} mm");
+        assert!(e <= tol, "resampled motion {rot:?} {tr:?}: error {e} mm");
+        // the result is rigid
+        let r3 = r.matrix.fixed_view::<3, 3>(0, 0);
+        assert!(
+            (r3.transpose() * r3 - nalgebra::Matrix3::identity())
+                .abs()
+                .max()
+                < 1e-12
+        );
+    }
+}
+
+/// Realistic noise: the phantom's own noisy volumes, realigned with their true motion; the
+/// b0 median and the DW mean are then in the same frame (truth: identity), and a known motion
+/// applied to the DW volumes on top must be recovered too.
+#[test]
+fn noisy_phantom_b0_to_mean_dw() {
+    let b = bvals();
+    let (n, m) = load("dwi.nii.gz");
+    let n = realigned(&n, &truth());
+    let fixed = median_b0(&n, &b);
+    let c = mask_centre(&m);
+    for (rot, tr) in [([0.0; 3], [0.0; 3]), ([5.0, -3.0, 4.0], [4.0, -3.0, 2.5])] {
+        let truth = rigid(rot, tr, c);
+        let moving = moving_with(&n, &b, &truth);
+        let r = register_mi(
+            &fixed,
+            &moving,
+            Some(&m),
+            &Matrix4::identity(),
+            &MiConfig::default(),
+        )
+        .unwrap();
+        let e = mean_error(&r.matrix, &truth, &m);
+        eprintln!("noisy {rot:?}° {tr:?} mm: error {e:.4} mm");
+        assert!(e <= 0.13, "noisy {rot:?} {tr:?}: error {e} mm");
+    }
+}
+
+#[test]
+fn thread_count_invariant_and_starts_from_init() {
+    let b = bvals();
+    let (s, m) = load("clean.nii.gz");
+    let fixed = median_b0(&s, &b);
+    let c = mask_centre(&m);
+    let truth = rigid([5.0, -3.0, 4.0], [4.0, -3.0, 2.5], c);
+    let moving = moving_with(&s, &b, &truth);
+    let run = |threads: usize, init: &Matrix4<f64>| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| register_mi(&fixed, &moving, Some(&m), init, &MiConfig::default()))
+            .unwrap()
+    };
+    let a = run(1, &Matrix4::identity());
+    let bb = run(3, &Matrix4::identity());
+    assert_eq!(a.matrix, bb.matrix);
+    assert_eq!(a.metric.to_bits(), bb.metric.to_bits());
+    // starting at the answer: stays there (few iterations, same optimum within 0.01 mm)
+    let s2 = run(2, &a.matrix);
+    assert!(mean_error(&s2.matrix, &a.matrix, &m) < 0.01);
+}
+
+#[test]
+fn rejects_bad_inputs() {
+    let b = bvals();
+    let (s, m) = load("clean.nii.gz");
+    let fixed = median_b0(&s, &b);
+    let mut nan = Matrix4::identity();
+    nan[(0, 3)] = f64::NAN;
+    assert!(register_mi(&fixed, &fixed, Some(&m), &nan, &MiConfig::default()).is_err());
+    let tiny = Mask {
+        grid: m.grid.clone(),
+        data: (0..m.data.len()).map(|i| i == m.indices()[0]).collect(),
+    };
+    assert!(register_mi(
+        &fixed,
+        &fixed,
+        Some(&tiny),
+        &Matrix4::identity(),
+        &MiConfig::default()
+    )
+    .is_err());
+    // the moving image far away from the fixed mask
+    let far = rigid([0.0; 3], [1000.0, 0.0, 0.0], Vector3::zeros());
+    assert!(register_mi(&fixed, &fixed, Some(&m), &far, &MiConfig::default()).is_err());
 }

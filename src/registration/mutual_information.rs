@@ -66,6 +66,13 @@ pub struct MiConfig {
     /// Percentiles (0–100) of the intensities within the mask mapped to the first and last
     /// usable bins; values outside are clamped.
     pub percentiles: (f64, f64),
+    /// Move each sample by a fixed pseudo-random offset of up to ±`jitter`/2 lattice steps per
+    /// axis (0: samples on voxel centres). Why: on an exact lattice, the moving image is
+    /// interpolated at the same sub-voxel phase everywhere, and the interpolation's phase-
+    /// dependent smoothing pulls MI towards grid-aligned transforms (measured: 0.2 mm error
+    /// for a 1.5 mm shift at 4 mm voxels); jittered samples see every phase in both images.
+    /// The offsets are a hash of the sample index: deterministic.
+    pub jitter: f64,
 }
 
 impl Default for MiConfig {
@@ -85,12 +92,13 @@ impl Default for MiConfig {
                     sigma: 0.0,
                 },
             ],
-            bins: 32,
+            bins: 96,
             max_iterations: 100,
             tol_mm: 1e-3,
-            mask_dilation: 2,
+            mask_dilation: 4,
             rotation_scale_mm: 50.0,
             percentiles: (0.5, 99.5),
+            jitter: 1.0,
         }
     }
 }
@@ -178,7 +186,16 @@ pub fn register_mi(
         let fdata = pyramid::gaussian_smooth(&fixed.data, fdims, fsig);
         let mdata = pyramid::gaussian_smooth(&moving.data, moving.grid.dims, msig);
         let lvl = LevelData::new(
-            fixed, &fdata, &pts, moving, &mdata, &minv, &t, &centre, cfg,
+            fixed,
+            &fdata,
+            &pts,
+            level.shrink,
+            moving,
+            &mdata,
+            &minv,
+            &t,
+            &centre,
+            cfg,
         )?;
         let step0 = (0.5 * mean_fvs * level.shrink as f64).max(0.5);
         let out = lvl.bfgs(&t, cfg, step0, &lo, &hi);
@@ -306,6 +323,7 @@ impl LevelData {
         fixed: &Volume,
         fdata: &[f32],
         pts: &[[usize; 3]],
+        shrink: usize,
         moving: &Volume,
         mdata: &[f32],
         minv: &Matrix4<f64>,
@@ -314,14 +332,32 @@ impl LevelData {
         cfg: &MiConfig,
     ) -> Result<LevelData> {
         let g = &fixed.grid;
-        let pos: Vec<Vector3<f64>> = pts
-            .iter()
-            .map(|p| g.world([p[0] as f64, p[1] as f64, p[2] as f64]))
-            .collect();
-        let mut fv: Vec<f64> = pts
-            .iter()
-            .map(|p| fdata[g.index(p[0], p[1], p[2])] as f64)
-            .collect();
+        // Sample positions: lattice voxels, each moved by a fixed pseudo-random offset within
+        // its lattice cell when `jitter` is on (the fixed image is then interpolated too).
+        let (vox, mut fv): (Vec<[f64; 3]>, Vec<f64>) = if cfg.jitter > 0.0 {
+            let fs = BSpline::new(fdata, g.dims);
+            pts.iter()
+                .enumerate()
+                .map(|(n, p)| {
+                    let u = jitter3(n as u64);
+                    let q = [0, 1, 2].map(|a| {
+                        (p[a] as f64 + cfg.jitter * shrink as f64 * u[a])
+                            .clamp(0.0, (g.dims[a] - 1) as f64)
+                    });
+                    (q, fs.value(q))
+                })
+                .unzip()
+        } else {
+            pts.iter()
+                .map(|p| {
+                    (
+                        [p[0] as f64, p[1] as f64, p[2] as f64],
+                        fdata[g.index(p[0], p[1], p[2])] as f64,
+                    )
+                })
+                .unzip()
+        };
+        let pos: Vec<Vector3<f64>> = vox.iter().map(|&q| g.world(q)).collect();
         let fvals = fv.clone();
         let fmap = BinMap::new(&mut fv, cfg.percentiles, cfg.bins);
         let fbin = fvals.iter().map(|&v| fmap.map(v).0).collect();
@@ -462,8 +498,8 @@ impl LevelData {
                         acc += fw[a]
                             * (md[0] * row[0] + md[1] * row[1] + md[2] * row[2] + md[3] * row[3]);
                     }
-                    for k in 0..6 {
-                        g[k] += acc * s.d[k];
+                    for (gk, dk) in g.iter_mut().zip(&s.d) {
+                        *gk += acc * dk;
                     }
                 }
                 g
@@ -558,29 +594,22 @@ impl LevelData {
     }
 }
 
+/// Three numbers in [-0.5, 0.5) from a sample index (SplitMix64): fixed, thread-independent.
+fn jitter3(n: u64) -> [f64; 3] {
+    let mut z = n.wrapping_mul(3).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    [0, 1, 2].map(|_| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut x = z;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    })
+}
+
 #[inline]
 fn inside(p: [f64; 3], dims: [usize; 3]) -> bool {
     (0..3).all(|a| p[a] >= -0.5 && p[a] <= dims[a] as f64 - 0.5)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn window_is_a_partition_of_unity_with_matching_derivative() {
-        for &eta in &[2.5, 2.3, 5.75, 17.999] {
-            let (_, w, d) = window(eta);
-            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-14);
-            assert!(d.iter().sum::<f64>().abs() < 1e-14);
-            let h = 1e-6;
-            let (_, wp, _) = window(eta + h);
-            let (_, wm, _) = window(eta - h);
-            for k in 0..4 {
-                assert!(((wp[k] - wm[k]) / (2.0 * h) - d[k]).abs() < 1e-6);
-            }
-        }
-    }
 }
 
 /// Diagnostics for tests and benches: MI and its gradient (scaled parameters) at `t`, at the
@@ -610,7 +639,19 @@ pub fn debug_eval(
     let fdata = pyramid::gaussian_smooth(&fixed.data, fdims, fvs.map(|v| sigma_mm / v));
     let mdata = pyramid::gaussian_smooth(&moving.data, moving.grid.dims, mvs.map(|v| sigma_mm / v));
     let minv = moving.grid.affine.try_inverse().unwrap();
-    let lvl = LevelData::new(fixed, &fdata, &pts, moving, &mdata, &minv, t, &centre, cfg).unwrap();
+    let lvl = LevelData::new(
+        fixed,
+        &fdata,
+        &pts,
+        level.shrink,
+        moving,
+        &mdata,
+        &minv,
+        t,
+        &centre,
+        cfg,
+    )
+    .unwrap();
     let (mi, g) = lvl.evaluate(t);
     let mut fd = [0.0; 6];
     for k in 0..6 {
@@ -622,4 +663,24 @@ pub fn debug_eval(
         fd[k] = (mp - mm) / (2.0 * h);
     }
     (mi, [g[0], g[1], g[2], g[3], g[4], g[5]], fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_is_a_partition_of_unity_with_matching_derivative() {
+        for &eta in &[2.5, 2.3, 5.75, 17.999] {
+            let (_, w, d) = window(eta);
+            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-14);
+            assert!(d.iter().sum::<f64>().abs() < 1e-14);
+            let h = 1e-6;
+            let (_, wp, _) = window(eta + h);
+            let (_, wm, _) = window(eta - h);
+            for k in 0..4 {
+                assert!(((wp[k] - wm[k]) / (2.0 * h) - d[k]).abs() < 1e-6);
+            }
+        }
+    }
 }
