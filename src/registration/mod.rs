@@ -11,6 +11,7 @@
 
 pub mod interpolate;
 pub mod metric;
+pub mod mutual_information;
 pub mod optimize;
 pub mod pyramid;
 pub mod resample;
