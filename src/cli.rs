@@ -127,10 +127,12 @@ pub struct EstimateArgs {
     /// Transform model for each volume.
     #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
     pub transform: TransformChoice,
-    /// Order in which volumes are held out.
+    /// Order in which volumes are processed. Each pass fits a fixed snapshot of the data, so
+    /// the estimates are identical for every order (and every -j); it only changes the log.
     #[arg(long, value_enum, default_value_t = OrderChoice::Linear)]
     pub order: OrderChoice,
-    /// Number of passes over the series (each refits on the data realigned by the last pass).
+    /// Model passes over the series, each refitting the model to the original data realigned
+    /// with the current estimates (2 measured best on the sample; 1 is as good on the bench phantom).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub passes: usize,
     /// Worker threads (0 = all cores). Results are identical for any value.

@@ -45,6 +45,26 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
     let (a, b) = (tmp.path().join("j1"), tmp.path().join("j2"));
     estimate(&a, &["-j", "1", "-q"]);
     estimate(&b, &["-j", "2"]);
+    // Each pass fits a fixed snapshot of the data, so the processing order cannot matter.
+    let c = tmp.path().join("random");
+    estimate(
+        &c,
+        &[
+            "-j",
+            "2",
+            "-q",
+            "--order",
+            "random",
+            "--seed",
+            "7",
+            "--no-resample",
+        ],
+    );
+    assert!(
+        std::fs::read(c.join("motion.tsv")).unwrap()
+            == std::fs::read(b.join("motion.tsv")).unwrap(),
+        "--order random changed the estimate"
+    );
 
     // Every documented output exists and parses.
     let n = 27;
@@ -137,6 +157,7 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
     );
 }
 
-// Measured on this sample (see the closing notes of issue 5); bounds leave a margin.
-const MAX_MEDIAN_MM: f64 = 0.5;
-const MAX_WORST_MM: f64 = 2.0;
+// Measured on this sample with DTI and 2 passes: median 0.087 mm, worst volume 0.150 mm
+// (ANTs on the same volumes against their noise-free targets: 0.059 / 0.108 mm).
+const MAX_MEDIAN_MM: f64 = 0.15;
+const MAX_WORST_MM: f64 = 0.30;

@@ -126,42 +126,12 @@ pub fn register(
     cfg: &RegistrationConfig,
 ) -> Result<RegistrationResult> {
     let fdims = fixed.grid.dims;
-    if fixed.grid.is_empty() || moving.grid.is_empty() {
-        return Err(Error::input(
-            "registration: the fixed or moving image is empty",
-        ));
-    }
-    if init.iter().any(|v| !v.is_finite())
-        || init.fixed_view::<3, 3>(0, 0).determinant().abs() < 1e-12
-    {
-        return Err(Error::input(
-            "registration: the initial transform is not finite or not invertible",
-        ));
-    }
     if cfg.levels.is_empty() {
         return Err(Error::input(
             "registration: at least one pyramid level is needed",
         ));
     }
-    let finv = fixed.grid.affine.try_inverse();
-    let minv = moving.grid.affine.try_inverse();
-    let (Some(_), Some(minv)) = (finv, minv) else {
-        return Err(Error::input(
-            "registration: an image affine is singular; fix the NIfTI header",
-        ));
-    };
-    let mask0: Vec<bool> = match fixed_mask {
-        Some(m) => {
-            if m.grid.dims != fdims {
-                return Err(Error::input(format!(
-                    "registration: mask size {:?} does not match the fixed image {:?}",
-                    m.grid.dims, fdims
-                )));
-            }
-            m.data.clone()
-        }
-        None => vec![true; fixed.grid.len()],
-    };
+    let (mask0, minv) = checked_inputs("registration", fixed, moving, fixed_mask, init)?;
     let mask = pyramid::dilate(&mask0, fdims, cfg.mask_dilation);
     let np = cfg.kind.n_params();
 
@@ -254,4 +224,46 @@ fn finite_or_zero(data: &[f32]) -> std::borrow::Cow<'_, [f32]> {
                 .collect(),
         )
     }
+}
+
+/// Checks shared by every registration method; returns the fixed mask (all true without one)
+/// and the inverse of the moving image's affine. `what` names the method in messages.
+pub(crate) fn checked_inputs(
+    what: &str,
+    fixed: &Volume,
+    moving: &Volume,
+    fixed_mask: Option<&Mask>,
+    init: &Matrix4<f64>,
+) -> Result<(Vec<bool>, Matrix4<f64>)> {
+    if fixed.grid.is_empty() || moving.grid.is_empty() {
+        return Err(Error::input(format!(
+            "{what}: the fixed or moving image is empty"
+        )));
+    }
+    if init.iter().any(|v| !v.is_finite())
+        || init.fixed_view::<3, 3>(0, 0).determinant().abs() < 1e-12
+    {
+        return Err(Error::input(format!(
+            "{what}: the initial transform is not finite or not invertible"
+        )));
+    }
+    let (Some(_), Some(minv)) = (
+        fixed.grid.affine.try_inverse(),
+        moving.grid.affine.try_inverse(),
+    ) else {
+        return Err(Error::input(format!(
+            "{what}: an image affine is singular; fix the NIfTI header"
+        )));
+    };
+    let mask = match fixed_mask {
+        Some(m) if m.grid.dims != fixed.grid.dims => {
+            return Err(Error::input(format!(
+                "{what}: mask size {:?} does not match the fixed image {:?}",
+                m.grid.dims, fixed.grid.dims
+            )))
+        }
+        Some(m) => m.data.clone(),
+        None => vec![true; fixed.grid.len()],
+    };
+    Ok((mask, minv))
 }

@@ -117,41 +117,19 @@ pub fn register_mi(
     cfg: &MiConfig,
 ) -> Result<RegistrationResult> {
     let fdims = fixed.grid.dims;
-    if fixed.grid.is_empty() || moving.grid.is_empty() {
-        return Err(Error::input(
-            "mutual-information registration: the fixed or moving image is empty",
-        ));
-    }
-    if init.iter().any(|v| !v.is_finite())
-        || init.fixed_view::<3, 3>(0, 0).determinant().abs() < 1e-12
-    {
-        return Err(Error::input(
-            "mutual-information registration: the initial transform is not finite or not invertible",
-        ));
-    }
     if cfg.levels.is_empty() || cfg.bins < 2 * PAD + 4 {
         return Err(Error::input(format!(
             "mutual-information registration: need at least one level and {} bins",
             2 * PAD + 4
         )));
     }
-    let Some(minv) = moving.grid.affine.try_inverse() else {
-        return Err(Error::input(
-            "mutual-information registration: the moving image affine is singular; fix the NIfTI header",
-        ));
-    };
-    let mask0: Vec<bool> = match fixed_mask {
-        Some(m) => {
-            if m.grid.dims != fdims {
-                return Err(Error::input(format!(
-                    "mutual-information registration: mask size {:?} does not match the fixed image {:?}",
-                    m.grid.dims, fdims
-                )));
-            }
-            m.data.clone()
-        }
-        None => vec![true; fixed.grid.len()],
-    };
+    let (mask0, minv) = super::checked_inputs(
+        "mutual-information registration",
+        fixed,
+        moving,
+        fixed_mask,
+        init,
+    )?;
     let mask = pyramid::dilate(&mask0, fdims, cfg.mask_dilation);
     let all = pyramid::lattice_points(&mask, fdims, 1);
     if all.len() < 1000 {
