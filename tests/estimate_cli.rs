@@ -15,7 +15,7 @@ fn estimate(out: &Path, extra: &[&str]) {
             "estimate",
             "data/sample/dwi.nii.gz",
             "--model",
-            "dki",
+            "dti",
             "--out",
         ])
         .arg(out)
