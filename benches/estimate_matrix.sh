@@ -8,7 +8,7 @@
 # Environment:
 #   WORK=/tmp/nifreeze-eval   where phantoms and outputs go (reused phantoms are regenerated)
 #   JOBS=2                    -j for estimate
-#   CASES="baseline 2mm3shell oblique_flip single_shell large_motion bench"   subset to run
+#   CASES="baseline 2mm3shell oblique_flip oblique single_shell large_motion bench"   subset to run
 #   MODELS="dti dki"          models to run where they apply
 #   EXTRA_ARGS=""             extra options passed to every estimate run (e.g. "--passes 1")
 #   SKIP_BUILD=1              use the existing target/release/nifreeze-rs
@@ -19,7 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${WORK:-/tmp/nifreeze-eval}
 JOBS=${JOBS:-2}
-CASES=${CASES:-"baseline 2mm3shell oblique_flip single_shell large_motion bench"}
+CASES=${CASES:-"baseline 2mm3shell oblique_flip oblique single_shell large_motion bench"}
 MODELS=${MODELS:-"dti dki"}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 SHARED="$ROOT/../shared"
@@ -45,9 +45,10 @@ sim_args() {
     case "$1" in
     baseline) echo "--seed 101 --shells 1000:32,2000:32 --b0 6 --voxel-size 2.5" ;;
     # 2 mm costs ~2x the voxels of 2.5 mm: fewer volumes keep it within the time budget.
-    2mm3shell) echo "--seed 202 --shells 1000:14,2000:14,3000:14 --b0 4 --voxel-size 2" ;;
+    2mm3shell) echo "--seed 202 --shells 1000:16,2000:16,3000:16 --b0 4 --voxel-size 2" ;;
     # Default storage is RAS (det > 0, like the bench phantom); --flip-x stores LAS (det < 0).
     oblique_flip) echo "--seed 303 --shells 1000:32,2000:32 --b0 6 --voxel-size 2.5 --oblique 15 --flip-x" ;;
+    oblique) echo "--seed 606 --shells 1000:32,2000:32 --b0 6 --voxel-size 2.5 --oblique 20" ;;
     single_shell) echo "--seed 404 --shells 1000:32 --b0 6 --voxel-size 2.5" ;;
     large_motion) echo "--seed 505 --shells 1000:32,2000:32 --b0 6 --voxel-size 2.5 --max-rot 6 --max-trans 6" ;;
     *) echo "unknown case $1" >&2; return 1 ;;
