@@ -3,10 +3,13 @@
 //! 1. b=0 volumes are registered to their voxelwise median; the median is recomputed from the
 //!    realigned b=0s and the registration repeated once. That refined median defines the
 //!    reference frame of every transform returned.
-//! 2. Each pass fits the diffusion model to a *fixed* snapshot of the data — the original
-//!    series realigned once with the estimates of the previous pass (b-vectors rotated) — and,
-//!    for every diffusion-weighted volume, predicts it from all the others and registers the
-//!    original volume to that prediction, starting from its current estimate.
+//! 2. Bootstrap: every diffusion-weighted volume is registered to that reference by mutual
+//!    information (a model fitted to data that still move is a poor target).
+//! 3. Each pass fits the diffusion model to a *fixed* snapshot of the data — the original
+//!    series realigned once with the current estimates (b-vectors rotated) — and, for every
+//!    diffusion-weighted volume, predicts it from all the others and registers the original
+//!    volume to that prediction, starting from its current estimate.
+//! 4. Each shell's realigned mean is tied once more to the reference ([`link_shells`]).
 //!
 //! Because a pass fits a fixed snapshot, the volumes of one pass are independent of each other:
 //! they run in parallel, and the result does not depend on the processing order or on the number
@@ -522,4 +525,60 @@ pub fn estimate(
         reference,
         stage_seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Grid;
+
+    #[test]
+    fn orders_are_permutations_and_centralsym_matches_nifreeze() {
+        let dw: Vec<usize> = (10..15).collect();
+        let b = vec![0.0; 15];
+        // nifreeze's centralsym_iterator(5) yields 2, 1, 3, 0, 4.
+        assert_eq!(
+            processing_order(Order::Centralsym, &dw, &b, 0),
+            vec![12, 11, 13, 10, 14]
+        );
+        assert_eq!(processing_order(Order::Linear, &dw, &b, 0), dw);
+        let r1 = processing_order(Order::Random, &dw, &b, 42);
+        assert_eq!(r1, processing_order(Order::Random, &dw, &b, 42), "seeded");
+        let mut sorted = r1.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, dw);
+        let mut bv = vec![0.0; 15];
+        bv[10..15].copy_from_slice(&[2000.0, 1000.0, 3000.0, 1000.0, 2000.0]);
+        assert_eq!(
+            processing_order(Order::Bvalue, &dw, &bv, 0),
+            vec![11, 13, 10, 14, 12]
+        );
+    }
+
+    #[test]
+    fn median_follows_numpy() {
+        assert_eq!(median_f64(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_f64(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn implausible_predictions_are_replaced_by_the_shell_median() {
+        let grid = Grid::new([4, 1, 1], Matrix4::identity());
+        // Volumes: a b=0 (the ceiling) and three of one shell.
+        let data = Series::from_volumes(
+            grid,
+            &[
+                vec![100.0, 100.0, 100.0, 100.0],
+                vec![50.0, 40.0, 30.0, 20.0],
+                vec![52.0, 44.0, 36.0, 28.0],
+                vec![54.0, 48.0, 42.0, 36.0],
+            ],
+        );
+        let ceiling = voxel_maxima(&data);
+        assert_eq!(ceiling, vec![100.0; 4]);
+        let mut pred = vec![f32::INFINITY, -3.0, 1e12, 60.0];
+        let n = sanitize_prediction(&mut pred, &data, &ceiling, &[0, 1, 2, 3], &[2, 3]);
+        assert_eq!(n, 3);
+        assert_eq!(pred, vec![53.0, 46.0, 39.0, 60.0]);
+    }
 }
