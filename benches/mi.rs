@@ -5,7 +5,7 @@
 //! displacement error over the brain mask and the time per call on one thread and on all.
 //! Skips gracefully when ../shared is missing.
 //!
-//! `cargo bench --bench mi -- [mini] [bench]`; env MI_BINS, MI_DIL override the defaults.
+//! `cargo bench --bench mi -- [mini] [bench] [PHANTOM_DIR ...]`; env MI_BINS, MI_DIL override the defaults.
 
 use nalgebra::{Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Mask, Series, Volume};
@@ -171,5 +171,9 @@ fn main() {
         if args.is_empty() || args.iter().any(|a| a == name) {
             run(&root.join(name), &cfg);
         }
+    }
+    // Any other argument is a phantom folder (e.g. one written by `nifreeze-rs simulate`).
+    for dir in args.iter().filter(|a| a.contains('/')) {
+        run(Path::new(dir), &cfg);
     }
 }

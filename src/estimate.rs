@@ -27,6 +27,12 @@ use nalgebra::Matrix4;
 use rayon::prelude::*;
 use std::time::Instant;
 
+/// Fraction of the mask's voxels sampled by the bootstrap's mutual information. Measured on
+/// the shared bench phantom (`-j 2`, final error after one DTI / two DKI passes, median mm):
+/// all voxels 0.032 / 0.025 with a 33 s bootstrap; half 0.034 / 0.027 in 18 s; a quarter
+/// 0.035 / 0.030 in 12 s. Half keeps the accuracy and takes a third off a DTI run.
+const BOOTSTRAP_MI_SAMPLING: f64 = 0.5;
+
 /// What each held-out volume is registered to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -392,6 +398,10 @@ pub fn estimate(
     // that the model passes could not remove.)
     if !b0.is_empty() {
         let t = Instant::now();
+        let bootstrap_mi = MiConfig {
+            sampling: BOOTSTRAP_MI_SAMPLING,
+            ..MiConfig::default()
+        };
         let done = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<Matrix4<f64>>> = order
             .par_iter()
@@ -401,7 +411,7 @@ pub fn estimate(
                     &series.to_volume(h),
                     Some(mask),
                     &transforms[h],
-                    &MiConfig::default(),
+                    &bootstrap_mi,
                 )?;
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 progress(&Progress {

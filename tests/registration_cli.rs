@@ -78,6 +78,9 @@ fn registers_one_volume_and_writes_outputs() {
         res.as_os_str(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Results go to files: stdout stays empty, the one-line summary is on stderr.
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("transform written to"));
     let t = read_itk(&out).unwrap();
     assert_eq!(t.len(), 1);
     let e = mean_error(&t[0], &truth(5));
@@ -87,6 +90,7 @@ fn registers_one_volume_and_writes_outputs() {
 
     // the same with an ANTs .mat output, initialised from a multi-transform file (truth of
     // every volume): --volume picks transform 5, and the answer does not depend on -j
+    // (-j 0: all cores)
     let all: Vec<Matrix4<f64>> = (0..27).map(truth).collect();
     let init = dir.path().join("init.tfm");
     write_itk(&init, &all).unwrap();
@@ -102,10 +106,17 @@ fn registers_one_volume_and_writes_outputs() {
         sample("brainmask.nii.gz").as_os_str(),
         "--init".as_ref(),
         init.as_os_str(),
+        "-j".as_ref(),
+        "0".as_ref(),
+        "--quiet".as_ref(),
         "--out".as_ref(),
         mat.as_os_str(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "--quiet printed"
+    );
     let m = read_ants_mat(&mat).unwrap();
     assert!(mean_error(&m, &truth(5)) < 0.06);
     assert!(

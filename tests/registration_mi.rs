@@ -290,6 +290,43 @@ fn thread_count_invariant_and_starts_from_init() {
     assert!(mean_error(&s2.matrix, &a.matrix, &m) < 0.01);
 }
 
+/// Sampling half of the voxels (as the estimate bootstrap does) still recovers a large known
+/// motion across contrasts, close to the all-voxel answer, the same for any thread count.
+#[test]
+fn half_sampling_recovers_motion_and_is_deterministic() {
+    let b = bvals();
+    let (s, m) = load("clean.nii.gz");
+    let fixed = median_b0(&s, &b);
+    let truth = rigid([5.0, -3.0, 4.0], [4.0, -3.0, 2.5], mask_centre(&m));
+    let moving = moving_with(&s, &b, &truth);
+    let half = MiConfig {
+        sampling: 0.5,
+        ..MiConfig::default()
+    };
+    let run = |threads: usize, cfg: &MiConfig| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| register_mi(&fixed, &moving, Some(&m), &Matrix4::identity(), cfg))
+            .unwrap()
+    };
+    let (h1, h2, all) = (run(1, &half), run(2, &half), run(2, &MiConfig::default()));
+    assert_eq!(h1.matrix, h2.matrix);
+    let e = mean_error(&h1.matrix, &truth, &m);
+    let d = mean_error(&h1.matrix, &all.matrix, &m);
+    eprintln!("half sampling: error {e:.4} mm, {d:.4} mm from the all-voxel answer");
+    assert!(e <= 0.1, "half sampling: error {e} mm");
+    assert!(d > 0.0, "sampling had no effect");
+    for bad in [0.0, -0.5, 1.5, f64::NAN] {
+        let cfg = MiConfig {
+            sampling: bad,
+            ..MiConfig::default()
+        };
+        assert!(register_mi(&fixed, &moving, Some(&m), &Matrix4::identity(), &cfg).is_err());
+    }
+}
+
 #[test]
 fn rejects_bad_inputs() {
     let b = bvals();

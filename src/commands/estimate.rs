@@ -56,7 +56,11 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
             args.dwi.display()
         )));
     }
-    if args.passes == 0 {
+    let passes = args.passes.unwrap_or(match target {
+        Target::Model(ModelKind::Dki) => 2,
+        _ => 1,
+    });
+    if passes == 0 {
         return Err(Error::input("--passes must be at least 1"));
     }
     let out = &args.out;
@@ -129,7 +133,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
             OrderChoice::Bvalue => Order::Bvalue,
             OrderChoice::Centralsym => Order::Centralsym,
         },
-        passes: args.passes,
+        passes,
         seed: args.seed,
         b0_threshold: thr,
         ignore_b0: args.gradients.ignore_b0,
@@ -177,6 +181,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
 
     let summary = build_summary(
         args,
+        &cfg,
         &dwi.gradients.source,
         &mask,
         &rows,
@@ -203,8 +208,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Everything a pipeline or a reviewer needs to know about the run, as summary.json.
+#[allow(clippy::too_many_arguments)]
 fn build_summary(
     args: &EstimateArgs,
+    cfg: &EstimateConfig,
     gradient_source: &str,
     mask: &Mask,
     rows: &[report::MotionRow],
@@ -243,7 +250,7 @@ fn build_summary(
             json!(format!("{:?}", args.transform).to_lowercase()),
         ),
         ("order", json!(format!("{:?}", args.order).to_lowercase())),
-        ("passes", json!(args.passes)),
+        ("passes", json!(cfg.passes)),
         ("seed", json!(args.seed)),
         ("threads", json!(args.threads)),
         ("b0_threshold", json!(g.b0_threshold)),

@@ -13,9 +13,6 @@ use crate::model::{FitMethod, LovoEngine, ModelKind};
 use crate::{Error, Result};
 
 pub fn run(args: &PredictArgs) -> Result<()> {
-    if args.threads == 0 {
-        return Err(Error::input("-j/--threads must be at least 1"));
-    }
     if args.volume.is_empty() {
         return Err(Error::input("give at least one volume index with --volume"));
     }

@@ -31,9 +31,6 @@ fn pick(s: Series, k: Option<usize>, path: &Path, role: &str) -> Result<Volume> 
 }
 
 pub fn run(args: &RegisterArgs) -> Result<()> {
-    if args.threads == 0 {
-        return Err(Error::input("-j/--threads must be at least 1"));
-    }
     let mut inputs: Vec<&Path> = vec![&args.fixed, &args.moving];
     if let Some(m) = &args.mask {
         inputs.push(m);
@@ -103,11 +100,13 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
         });
         nifti::write_volume(r, &vol, Some(&fmeta))?;
     }
-    println!(
-        "registered in {} iterations, correlation {:.6}; transform written to {}",
-        result.iterations,
-        result.metric,
-        args.out.display()
-    );
+    if !args.quiet {
+        eprintln!(
+            "registered in {} iterations, correlation {:.6}; transform written to {}",
+            result.iterations,
+            result.metric,
+            args.out.display()
+        );
+    }
     Ok(())
 }

@@ -75,6 +75,9 @@ pub struct MiConfig {
     /// for a 1.5 mm shift at 4 mm voxels); jittered samples see every phase in both images.
     /// The offsets are a hash of the sample index: deterministic.
     pub jitter: f64,
+    /// Fraction (0, 1] of the lattice samples used at every level, drawn by a fixed hash of
+    /// the sample's position in the lattice (deterministic), like ANTs' random sampling.
+    pub sampling: f64,
 }
 
 impl Default for MiConfig {
@@ -101,6 +104,7 @@ impl Default for MiConfig {
             rotation_scale_mm: 50.0,
             percentiles: (0.5, 99.5),
             jitter: 1.0,
+            sampling: 1.0,
         }
     }
 }
@@ -117,6 +121,12 @@ pub fn register_mi(
     cfg: &MiConfig,
 ) -> Result<RegistrationResult> {
     let fdims = fixed.grid.dims;
+    if !(cfg.sampling > 0.0 && cfg.sampling <= 1.0) {
+        return Err(Error::input(format!(
+            "mutual-information registration: the sampling fraction must lie in (0, 1], not {}",
+            cfg.sampling
+        )));
+    }
     if cfg.levels.is_empty() || cfg.bins < 2 * PAD + 4 {
         return Err(Error::input(format!(
             "mutual-information registration: need at least one level and {} bins",
@@ -156,7 +166,15 @@ pub fn register_mi(
     let mut iterations = 0;
     let mut metric = f64::NAN;
     for level in &cfg.levels {
-        let pts = pyramid::lattice_points(&mask, fdims, level.shrink);
+        let mut pts = pyramid::lattice_points(&mask, fdims, level.shrink);
+        if cfg.sampling < 1.0 {
+            let mut n = 0u64;
+            pts.retain(|_| {
+                n += 1;
+                // the hash's first coordinate is uniform in [-0.5, 0.5)
+                jitter3(n ^ 0x5A5A_5A5A_5A5A_5A5A)[0] + 0.5 < cfg.sampling
+            });
+        }
         if pts.len() < 1000 {
             continue; // too coarse for this mask: finer levels take over
         }

@@ -1,0 +1,185 @@
+//! Shell-link accuracy in isolation: every volume of a phantom is realigned with its TRUE
+//! transform (b-vectors rotated), so each shell's realigned mean is, by construction, in the
+//! reference frame and the right link is the identity. Prints, per shell, the error (mean
+//! displacement over the brain mask, mm) of each way of linking that shell to the rest:
+//! - `mi-b0`: mutual information of the shell mean to the b=0 mean (cross-contrast), with
+//!   the default dilated mask and with the brain mask alone;
+//! - `ls-prev`: least squares of the shell mean to the next lower shell's mean;
+//! - `model`: least squares of the shell mean to the mean of the model's predictions of the
+//!   shell's volumes from a fit that leaves the whole shell out (same contrast by design).
+//!
+//! This bounds what the final shell-to-b0 link of `estimate` can reach (it uses `mi-b0` for the
+//! lowest shell and `ls-prev` above it). Measured (2026-12-01): shared bench 0.018 / 0.031 mm;
+//! simulated phantoms with their scanner-fixed coil shading 0.05–0.07 mm for the lowest shell
+//! and 0.08–0.15 mm between shells (0.035 mm without the shading); the model route was worse
+//! everywhere (0.07–0.22 mm: a DTI fit extrapolated across shells mispredicts the contrast).
+//!
+//! `cargo bench --bench link -- PHANTOM_DIR [...]` (folders as written by `nifreeze-rs
+//! simulate`, or ../shared/phantoms/NAME); env LINK_MODEL=dti|dki (default dti).
+
+use nalgebra::Matrix4;
+use nifreeze::image::{Mask, Series, Volume};
+use nifreeze::io::gradients::{read_mrtrix, shells, GradientTable};
+use nifreeze::io::nifti::{read_mask, read_series};
+use nifreeze::model::{EngineOptions, FitMethod, LovoEngine, ModelKind};
+use nifreeze::registration::mutual_information::{register_mi, MiConfig};
+use nifreeze::registration::{register, resample, Interpolation, RegistrationConfig};
+use nifreeze::report::rotate_bvecs;
+use std::path::Path;
+
+fn truth(path: &Path) -> Vec<Matrix4<f64>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let m00 = head.iter().position(|h| *h == "m00").unwrap();
+    lines
+        .map(|l| {
+            let v: Vec<f64> = l.split('\t').map(|x| x.parse().unwrap()).collect();
+            Matrix4::from_row_slice(&v[m00..m00 + 16])
+        })
+        .collect()
+}
+
+fn mean_error(a: &Matrix4<f64>, m: &Mask) -> f64 {
+    let idx = m.indices();
+    idx.iter()
+        .map(|&i| {
+            let [x, y, z] = m.grid.ijk(i);
+            let p = m.grid.world([x as f64, y as f64, z as f64]);
+            let q = a.transform_point(&p.into()).coords;
+            (q - p).norm()
+        })
+        .sum::<f64>()
+        / idx.len() as f64
+}
+
+fn mean_of(s: &Series, idx: &[usize]) -> Volume {
+    let mut acc = vec![0f64; s.grid.len()];
+    for &k in idx {
+        for (a, &v) in acc.iter_mut().zip(s.volume(k)) {
+            *a += v as f64;
+        }
+    }
+    Volume::new(
+        s.grid.clone(),
+        acc.iter().map(|a| (a / idx.len() as f64) as f32).collect(),
+    )
+}
+
+fn run(dir: &Path, kind: ModelKind) {
+    let (s, _) = read_series(&dir.join("dwi.nii.gz")).unwrap();
+    let mask = read_mask(&dir.join("brainmask.nii.gz"), &s.grid).unwrap();
+    let t = truth(&dir.join("truth.tsv"));
+    let (bvals, bvecs) = read_mrtrix(&dir.join("dwi.b"), s.n_volumes).unwrap();
+    let table = rotate_bvecs(&GradientTable { bvecs, bvals }, &t);
+    let vols: Vec<Vec<f32>> = (0..s.n_volumes)
+        .map(|k| resample(&s.to_volume(k), &s.grid, &t[k], Interpolation::CubicBSpline).data)
+        .collect();
+    let data = Series::from_volumes(s.grid.clone(), &vols);
+    let b0 = table.b0_indices(50.0);
+    let reference = mean_of(&data, &b0);
+    let sh = shells(&table, 50.0);
+    let means: Vec<Volume> = sh.iter().map(|x| mean_of(&data, &x.indices)).collect();
+    let fit_mask = nifreeze::mask::dilate(&mask, 2);
+    let id = Matrix4::identity();
+    let reg = RegistrationConfig::rigid();
+    for (i, shell) in sh.iter().enumerate() {
+        let mi = register_mi(
+            &reference,
+            &means[i],
+            Some(&mask),
+            &id,
+            &MiConfig::default(),
+        )
+        .unwrap()
+        .matrix;
+        let brain_only = MiConfig {
+            mask_dilation: 0,
+            ..MiConfig::default()
+        };
+        let mi0 = register_mi(&reference, &means[i], Some(&mask), &id, &brain_only)
+            .unwrap()
+            .matrix;
+        let prev = (i > 0).then(|| {
+            register(&means[i - 1], &means[i], Some(&mask), &id, &reg)
+                .unwrap()
+                .matrix
+        });
+        // Leave-shell-out: the series without this shell plus one placeholder volume whose
+        // gradient is set, in turn, to each gradient of the shell.
+        let keep: Vec<usize> = (0..s.n_volumes)
+            .filter(|k| !shell.indices.contains(k))
+            .collect();
+        let mut sub: Vec<Vec<f32>> = keep.iter().map(|&k| vols[k].clone()).collect();
+        sub.push(vols[shell.indices[0]].clone());
+        let sub = Series::from_volumes(s.grid.clone(), &sub);
+        let h = keep.len();
+        let mut acc = vec![0f64; s.grid.len()];
+        for &k in &shell.indices {
+            let mut g = GradientTable {
+                bvecs: keep.iter().map(|&j| table.bvecs[j]).collect(),
+                bvals: keep.iter().map(|&j| table.bvals[j]).collect(),
+            };
+            g.bvecs.push(table.bvecs[k]);
+            g.bvals.push(table.bvals[k]);
+            let kind_here = if kind == ModelKind::Dki && shells(&g, 50.0).len() < 3 {
+                ModelKind::Dti
+            } else {
+                kind
+            };
+            let e = LovoEngine::with_options(
+                &sub,
+                &g,
+                &fit_mask,
+                kind_here,
+                FitMethod::Wls,
+                50.0,
+                EngineOptions {
+                    ignore_b0: false,
+                    s0_sample: true,
+                },
+            )
+            .unwrap();
+            let p = e.predict(h).unwrap();
+            for (a, &v) in acc.iter_mut().zip(&p.data) {
+                *a += if v.is_finite() {
+                    v.clamp(0.0, 1e5) as f64
+                } else {
+                    0.0
+                };
+            }
+        }
+        let pred = Volume::new(
+            s.grid.clone(),
+            acc.iter()
+                .map(|a| (a / shell.indices.len() as f64) as f32)
+                .collect(),
+        );
+        let model = register(&pred, &means[i], Some(&mask), &id, &reg)
+            .unwrap()
+            .matrix;
+        let fmt = |m: Option<Matrix4<f64>>| {
+            m.map(|p| format!("{:.4} mm", mean_error(&p, &mask)))
+                .unwrap_or("-".into())
+        };
+        println!(
+            "{} shell b={:.0}: mi-b0 {:.4} mm, mi-b0 brain-only {:.4} mm, ls-prev {}, model {:.4} mm",
+            dir.display(),
+            shell.bvalue,
+            mean_error(&mi, &mask),
+            mean_error(&mi0, &mask),
+            fmt(prev),
+            mean_error(&model, &mask)
+        );
+    }
+}
+
+fn main() {
+    let kind = match std::env::var("LINK_MODEL").as_deref() {
+        Ok("dki") => ModelKind::Dki,
+        _ => ModelKind::Dti,
+    };
+    for dir in std::env::args().skip(1).filter(|a| !a.starts_with("--")) {
+        run(Path::new(&dir), kind);
+    }
+}
