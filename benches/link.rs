@@ -4,15 +4,17 @@
 //! displacement over the brain mask, mm) of each way of linking that shell to the rest:
 //! - `mi-b0`: mutual information of the shell mean to the b=0 mean (cross-contrast), with
 //!   the default dilated mask and with the brain mask alone;
-//! - `ls-prev`: least squares of the shell mean to the next lower shell's mean;
+//! - `ls-prev` / `mi-prev`: least squares / mutual information of the shell mean to the next
+//!   lower shell's mean;
 //! - `model`: least squares of the shell mean to the mean of the model's predictions of the
 //!   shell's volumes from a fit that leaves the whole shell out (same contrast by design).
 //!
-//! This bounds what the final shell-to-b0 link of `estimate` can reach (it uses `mi-b0` for the
-//! lowest shell and `ls-prev` above it). Measured (2026-12-01): shared bench 0.018 / 0.031 mm;
-//! simulated phantoms with their scanner-fixed coil shading 0.05–0.07 mm for the lowest shell
-//! and 0.08–0.15 mm between shells (0.035 mm without the shading); the model route was worse
-//! everywhere (0.07–0.22 mm: a DTI fit extrapolated across shells mispredicts the contrast).
+//! This bounds what the final shell link of `estimate` can reach (it uses `mi-b0` for the
+//! lowest shell and `mi-prev` above it). Measured (2026-12-01): shared bench phantom: mi-b0
+//! 0.018 mm, mi-prev 0.015 mm (ls-prev 0.031); simulated phantoms, whose coil shading is fixed
+//! in the scanner: mi-b0 0.05–0.07 mm, mi-prev 0.05–0.11 mm (ls-prev 0.08–0.15); the model
+//! route was worse almost everywhere (0.07–0.22 mm: a DTI fit extrapolated across shells
+//! mispredicts the contrast).
 //!
 //! `cargo bench --bench link -- PHANTOM_DIR [...]` (folders as written by `nifreeze-rs
 //! simulate`, or ../shared/phantoms/NAME); env LINK_MODEL=dti|dki (default dti).
@@ -100,6 +102,17 @@ fn run(dir: &Path, kind: ModelKind) {
         let mi0 = register_mi(&reference, &means[i], Some(&mask), &id, &brain_only)
             .unwrap()
             .matrix;
+        let mi_prev = (i > 0).then(|| {
+            register_mi(
+                &means[i - 1],
+                &means[i],
+                Some(&mask),
+                &id,
+                &MiConfig::default(),
+            )
+            .unwrap()
+            .matrix
+        });
         let prev = (i > 0).then(|| {
             register(&means[i - 1], &means[i], Some(&mask), &id, &reg)
                 .unwrap()
@@ -163,12 +176,13 @@ fn run(dir: &Path, kind: ModelKind) {
                 .unwrap_or("-".into())
         };
         println!(
-            "{} shell b={:.0}: mi-b0 {:.4} mm, mi-b0 brain-only {:.4} mm, ls-prev {}, model {:.4} mm",
+            "{} shell b={:.0}: mi-b0 {:.4} mm, mi-b0 brain-only {:.4} mm, ls-prev {}, mi-prev {}, model {:.4} mm",
             dir.display(),
             shell.bvalue,
             mean_error(&mi, &mask),
             mean_error(&mi0, &mask),
             fmt(prev),
+            fmt(mi_prev),
             mean_error(&model, &mask)
         );
     }
