@@ -15,17 +15,9 @@ use nifreeze::registration::{resample, Interpolation};
 use std::path::Path;
 use std::time::Instant;
 
+/// The phantom's true motion (truth.tsv), read by the library's motion-table reader.
 fn truth(path: &Path) -> Vec<Matrix4<f64>> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let head: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    let m00 = head.iter().position(|h| *h == "m00").unwrap();
-    lines
-        .map(|l| {
-            let v: Vec<f64> = l.split('\t').map(|x| x.parse().unwrap()).collect();
-            Matrix4::from_row_slice(&v[m00..m00 + 16])
-        })
-        .collect()
+    nifreeze::report::read_motion_tsv(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn median_of(s: &Series, idx: &[usize]) -> Volume {
