@@ -30,7 +30,8 @@ use std::time::Instant;
 /// Fraction of the mask's voxels sampled by the bootstrap's mutual information. Measured on
 /// the shared bench phantom (`-j 2`, final error after one DTI / two DKI passes, median mm):
 /// all voxels 0.032 / 0.025 with a 33 s bootstrap; half 0.034 / 0.027 in 18 s; a quarter
-/// 0.035 / 0.030 in 12 s. Half keeps the accuracy and takes a third off a DTI run.
+/// 0.035 / 0.030 in 12 s (with the earlier least-squares link between shells). Half keeps the
+/// accuracy and takes a third off a DTI run.
 const BOOTSTRAP_MI_SAMPLING: f64 = 0.5;
 
 /// What each held-out volume is registered to.
