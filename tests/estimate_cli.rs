@@ -46,7 +46,19 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
     estimate(&a, &["-j", "1", "-q"]);
     estimate(&b, &["-j", "2"]);
     // Each pass fits a fixed snapshot of the data, so the processing order cannot matter.
+    // The folder holds an earlier run's outputs that this run does not rewrite (a corrected
+    // series, a longer series' transform, a summary): none may survive to pass for its own.
     let c = tmp.path().join("random");
+    let stale = [
+        "summary.json",
+        "dwi_corrected.nii.gz",
+        "dwi_corrected.bvec",
+        "xfm/vol-0027.tfm",
+    ];
+    std::fs::create_dir_all(c.join("xfm")).unwrap();
+    for f in stale {
+        std::fs::write(c.join(f), "stale").unwrap();
+    }
     estimate(
         &c,
         &[
@@ -65,6 +77,15 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
             == std::fs::read(b.join("motion.tsv")).unwrap(),
         "--order random changed the estimate"
     );
+    for f in stale {
+        let p = c.join(f);
+        assert!(
+            std::fs::read(&p).map_or(true, |b| b != b"stale"),
+            "stale {f} survived a rerun"
+        );
+    }
+    assert!(c.join("summary.json").exists() && !c.join("dwi_corrected.nii.gz").exists());
+    assert!(c.join("xfm/vol-0026.tfm").exists() && !c.join("xfm/vol-0027.tfm").exists());
 
     // Every documented output exists and parses.
     let n = 27;

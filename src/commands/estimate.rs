@@ -7,7 +7,7 @@ use crate::estimate::{
     estimate, median_volume, realign, EstimateConfig, MotionEstimate, Order, Progress, Target,
 };
 use crate::image::{Mask, Series};
-use crate::io::atomic::{create_dir, ensure_not_input, write_text};
+use crate::io::atomic::{create_dir, ensure_not_input, remove_stale, write_text};
 use crate::io::gradients::{check_usable, shells};
 use crate::io::{nifti, transforms};
 use crate::model::{FitMethod, ModelKind};
@@ -18,6 +18,33 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The corrected series and its gradient tables (not written with `--no-resample`).
+const CORRECTED_OUTPUTS: [&str; 4] = [
+    "dwi_corrected.nii.gz",
+    "dwi_corrected.bval",
+    "dwi_corrected.bvec",
+    "dwi_corrected.b",
+];
+
+/// Remove `vol-NNNN.tfm` files with NNNN ≥ `n` from `dir`: left by an earlier run on a longer
+/// series, they would pass for transforms of this one.
+fn remove_surplus_transforms(dir: &Path, n: usize) -> Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::runtime(format!("cannot list {}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let index = name
+            .to_str()
+            .and_then(|s| s.strip_prefix("vol-"))
+            .and_then(|s| s.strip_suffix(".tfm"))
+            .and_then(|s| s.parse::<usize>().ok());
+        if index.is_some_and(|k| k >= n) {
+            remove_stale(&entry.path())?;
+        }
+    }
+    Ok(())
+}
 
 /// Fewest diffusion-weighted volumes for `--model dki` (twice its 22 parameters, minus the
 /// held-out volume, plus the S0 sample).
@@ -74,6 +101,14 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         ensure_not_input(&p, &inputs)?;
         Ok(p)
     };
+    // A rerun into the same folder: summary.json marks a complete run, so the earlier run's
+    // goes before anything is written, and so do outputs this run will not rewrite.
+    remove_stale(&path("summary.json")?)?;
+    if args.no_resample {
+        for name in CORRECTED_OUTPUTS {
+            remove_stale(&path(name)?)?;
+        }
+    }
     reporter.message(&format!(
         "{}: {}x{}x{} voxels, {} volumes; gradients from {}",
         args.dwi.display(),
@@ -160,6 +195,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
             std::slice::from_ref(m),
         )?;
     }
+    remove_surplus_transforms(&xfm_dir, result.transforms.len())?;
     nifti::write_mask(&path("brainmask.nii.gz")?, &mask, Some(&dwi.meta))?;
     let rotated = report::rotate_bvecs(table, &result.transforms);
     if !args.no_resample {

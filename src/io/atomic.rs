@@ -81,3 +81,15 @@ pub fn create_dir(dir: &Path) -> Result<()> {
         ))
     })
 }
+
+/// Remove `path` if it exists: an output of an earlier run into the same folder that this run
+/// will not rewrite, and that must not pass for one of its results.
+pub fn remove_stale(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::runtime(format!(
+            "cannot remove {} left by an earlier run: {e}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
