@@ -99,6 +99,15 @@ pub enum FitMethodChoice {
 pub enum TransformChoice {
     Rigid,
     Affine,
+    /// Rigid head motion plus a linear eddy-current field along the phase-encode axis
+    /// (FSL eddy's linear model; see --pe-dir).
+    Eddy,
+}
+
+/// `--pe-dir`: a BIDS phase-encoding direction (i, i-, j, j-, k, k-).
+fn parse_pe_dir(s: &str) -> Result<crate::io::sidecar::PhaseEncoding, String> {
+    crate::io::sidecar::PhaseEncoding::parse(s)
+        .ok_or_else(|| format!("'{s}' is not one of i, i-, j, j-, k, k-"))
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +136,11 @@ pub struct EstimateArgs {
     /// Transform model for each volume.
     #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
     pub transform: TransformChoice,
+    /// Phase-encode direction of the series as a voxel axis (i, i-, j, j-, k, k-), for
+    /// --transform eddy. Default: `PhaseEncodingDirection` of the BIDS sidecar (<stem>.json),
+    /// else j with a warning.
+    #[arg(long, value_name = "DIR", value_parser = parse_pe_dir)]
+    pub pe_dir: Option<crate::io::sidecar::PhaseEncoding>,
     /// Order in which volumes are processed. Each pass fits a fixed snapshot of the data, so
     /// the estimates are identical for every order (and every -j); it only changes the log.
     #[arg(long, value_enum, default_value_t = OrderChoice::Linear)]
@@ -194,6 +208,10 @@ pub struct RegisterArgs {
     pub mask: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
     pub transform: TransformChoice,
+    /// Phase-encode direction of the moving image (i, i-, j, j-, k, k-), for --transform
+    /// eddy. Default: the moving image's BIDS sidecar, else j with a warning.
+    #[arg(long, value_name = "DIR", value_parser = parse_pe_dir)]
+    pub pe_dir: Option<crate::io::sidecar::PhaseEncoding>,
     /// Initial transform (ITK text file).
     #[arg(long, value_name = "XFM")]
     pub init: Option<PathBuf>,

@@ -19,8 +19,9 @@ use crate::image::{Mask, Series, Volume};
 use crate::io::gradients::{shells, GradientTable, Shell};
 use crate::mask::dilate;
 use crate::model::{EngineOptions, FitMethod, LovoEngine, ModelKind};
+use crate::registration::eddy::{second_level_field, split_constant, EddyModel, EddyParams};
 use crate::registration::mutual_information::{register_mi, MiConfig};
-use crate::registration::{register, resample, Interpolation, RegistrationConfig};
+use crate::registration::{register, resample, Interpolation, RegistrationConfig, TransformKind};
 use crate::report::rotate_bvecs;
 use crate::{Error, Result};
 use nalgebra::Matrix4;
@@ -91,6 +92,42 @@ pub struct MotionEstimate {
     pub reference: Volume,
     /// Wall-clock seconds per stage, in execution order.
     pub stage_seconds: Vec<(String, f64)>,
+    /// With the eddy-current model: its axis and centre, and each volume's parameters
+    /// (`model.compose(&params[k]) == transforms[k]` up to rounding).
+    pub eddy: Option<(EddyModel, Vec<EddyParams>)>,
+}
+
+impl MotionEstimate {
+    /// The head motion alone of each volume: the rigid part of the eddy model, else the
+    /// transforms themselves. Gradients are rotated by these (as FSL eddy does).
+    pub fn head_motion(&self) -> Vec<Matrix4<f64>> {
+        match &self.eddy {
+            Some((_, p)) => p.iter().map(|p| p.rigid).collect(),
+            None => self.transforms.clone(),
+        }
+    }
+}
+
+/// The rigid parts of full eddy-model maps (transforms unchanged for other families).
+fn head_motion_of(transforms: &[Matrix4<f64>], eddy: Option<&EddyModel>) -> Vec<Matrix4<f64>> {
+    match eddy {
+        Some(m) => transforms
+            .iter()
+            .map(|f| m.decompose(f, 0.0).rigid)
+            .collect(),
+        None => transforms.to_vec(),
+    }
+}
+
+/// World centroid of a mask's voxels.
+fn mask_centroid(mask: &Mask) -> nalgebra::Vector3<f64> {
+    let idx = mask.indices();
+    let mut c = nalgebra::Vector3::zeros();
+    for &v in &idx {
+        let [i, j, k] = mask.grid.ijk(v);
+        c += mask.grid.world([i as f64, j as f64, k as f64]);
+    }
+    c / idx.len().max(1) as f64
 }
 
 /// The processing order of the diffusion-weighted volumes `dw` (4-D indices).
@@ -369,6 +406,18 @@ pub fn estimate(
     let mut transforms = vec![Matrix4::identity(); n];
     let mut diagnostics = vec![VolumeDiagnostics::default(); n];
 
+    // The eddy-current model: b=0 volumes carry no eddy currents, so they align rigidly.
+    let eddy_model = match cfg.registration.kind {
+        TransformKind::Eddy { pe } => Some(EddyModel::new(pe.into(), mask_centroid(mask))),
+        _ => None,
+    };
+    let b0_registration = match eddy_model {
+        Some(_) => RegistrationConfig {
+            kind: TransformKind::Rigid,
+            ..cfg.registration.clone()
+        },
+        None => cfg.registration.clone(),
+    };
     let t0 = Instant::now();
     let reference = if b0.is_empty() {
         median_volume(series, &dw)
@@ -377,7 +426,7 @@ pub fn estimate(
             series,
             &b0,
             mask,
-            &cfg.registration,
+            &b0_registration,
             &mut transforms,
             progress,
         )?
@@ -440,7 +489,8 @@ pub fn estimate(
         // Snapshot the model sees this pass: original data realigned once with current estimates.
         let data = realign(series, &transforms, Interpolation::CubicBSpline);
         let ceiling = voxel_maxima(&data);
-        let gradients = rotate_bvecs(table, &transforms);
+        // gradients follow the head, not the eddy-current field (as FSL eddy rotates them)
+        let gradients = rotate_bvecs(table, &head_motion_of(&transforms, eddy_model.as_ref()));
         // Both models get S0 as one b=0 sample: nifreeze does so for DKI only, but for DTI on
         // multi-shell data it is what makes the prediction resemble the measured volume
         // (correlation with the noise-free volume 0.62 → 0.97 on the sample phantom).
@@ -461,6 +511,7 @@ pub fn estimate(
             Target::B0 => None,
         };
         let stage = format!("pass {pass}/{}", cfg.passes);
+
         let done = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<(Matrix4<f64>, VolumeDiagnostics)>> = order
             .par_iter()
@@ -519,6 +570,11 @@ pub fn estimate(
             transforms[h] = m;
             diagnostics[h] = d;
         }
+        if let Some(m) = &eddy_model {
+            // FSL eddy's second-level model: see `second_level_field`
+            let groups: Vec<Vec<usize>> = shell_list.iter().map(|s| s.indices.clone()).collect();
+            second_level_field(m, &mut transforms, &groups, &table.bvecs);
+        }
         stage_seconds.push((stage, t_pass.elapsed().as_secs_f64()));
     }
     if matches!(cfg.target, Target::Model(_)) && !b0.is_empty() {
@@ -526,11 +582,26 @@ pub fn estimate(
         link_shells(series, &shell_list, &mut transforms, &reference, mask)?;
         stage_seconds.push(("shell-to-b0 link".to_string(), t.elapsed().as_secs_f64()));
     }
+    let eddy = eddy_model.map(|m| {
+        let directions: Vec<[f64; 3]> = (0..n)
+            .map(|k| {
+                let s = if table.bvals[k] > cfg.b0_threshold {
+                    table.bvals[k] / 1000.0
+                } else {
+                    0.0
+                };
+                table.bvecs[k].map(|v| v * s)
+            })
+            .collect();
+        let params = split_constant(&m, &transforms, &directions);
+        (m, params)
+    });
     Ok(MotionEstimate {
         transforms,
         diagnostics,
         reference,
         stage_seconds,
+        eddy,
     })
 }
 

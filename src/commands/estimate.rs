@@ -1,6 +1,6 @@
 //! `nifreeze-rs estimate`: load, mask, run the loop, write every output atomically.
 
-use super::input::load_dwi;
+use super::input::{load_dwi, phase_encoding};
 use super::progress::Reporter;
 use crate::cli::{EstimateArgs, FitMethodChoice, ModelChoice, OrderChoice, TransformChoice};
 use crate::estimate::{
@@ -152,6 +152,10 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     }
     stage_seconds.push(("load".into(), t.elapsed().as_secs_f64()));
 
+    let pe = match args.transform {
+        TransformChoice::Eddy => Some(phase_encoding(args.pe_dir, &args.dwi)?),
+        _ => None,
+    };
     let cfg = EstimateConfig {
         target,
         fit_method: match args.fit_method {
@@ -161,6 +165,10 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         registration: match args.transform {
             TransformChoice::Rigid => RegistrationConfig::rigid(),
             TransformChoice::Affine => RegistrationConfig::affine(),
+            TransformChoice::Eddy => {
+                let (p, _) = pe.as_ref().expect("set for eddy");
+                RegistrationConfig::eddy(p.world(&dwi.series.grid).into())
+            }
         },
         order: match args.order {
             OrderChoice::Linear => Order::Linear,
@@ -180,10 +188,13 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     // ---- outputs: all atomic; summary.json last, as the mark of a complete run ----
     let t = Instant::now();
     let grid = &dwi.series.grid;
-    let rows = report::motion_rows(&result.transforms, &table.bvals, &grid.center_world());
+    // Parameters, FD and RMS describe the head motion; the matrices are the full maps.
+    let head = result.head_motion();
+    let rows = report::motion_rows(&head, &table.bvals, &grid.center_world());
+    let eddy_params = result.eddy.as_ref().map(|(_, p)| p.as_slice());
     write_text(
         &path("motion.tsv")?,
-        &report::motion_tsv(&rows, &result.transforms),
+        &report::motion_tsv_eddy(&rows, &result.transforms, eddy_params),
     )?;
     transforms::write_itk(&path("transforms.tfm")?, &result.transforms)?;
     transforms::write_x5(&path("transforms.x5")?, &result.transforms, Some(grid))?;
@@ -197,7 +208,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     }
     remove_surplus_transforms(&xfm_dir, result.transforms.len())?;
     nifti::write_mask(&path("brainmask.nii.gz")?, &mask, Some(&dwi.meta))?;
-    let rotated = report::rotate_bvecs(table, &result.transforms);
+    let rotated = report::rotate_bvecs(table, &head);
     if !args.no_resample {
         let corrected: Series =
             pool.install(|| realign(&dwi.series, &result.transforms, Interpolation::CubicBSpline));
@@ -218,6 +229,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     let summary = build_summary(
         args,
         &cfg,
+        pe.as_ref().map(|(p, src)| (p, src.as_str(), p.world(grid))),
         &dwi.gradients.source,
         &mask,
         &rows,
@@ -248,6 +260,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn build_summary(
     args: &EstimateArgs,
     cfg: &EstimateConfig,
+    pe: Option<(
+        &crate::io::sidecar::PhaseEncoding,
+        &str,
+        nalgebra::Vector3<f64>,
+    )>,
     gradient_source: &str,
     mask: &Mask,
     rows: &[report::MotionRow],
@@ -294,6 +311,13 @@ fn build_summary(
         ("resample", json!(!args.no_resample)),
     ]
     .into_iter()
+    .chain(pe.into_iter().flat_map(|(p, source, world)| {
+        [
+            ("pe_dir", json!(p.label())),
+            ("pe_dir_source", json!(source)),
+            ("pe_axis_world", json!([world.x, world.y, world.z])),
+        ]
+    }))
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let summary = report::Summary {

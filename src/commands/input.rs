@@ -4,6 +4,7 @@ use crate::cli::GradientArgs;
 use crate::image::Series;
 use crate::io::gradients::{self, LoadedGradients};
 use crate::io::nifti::{self, NiftiMeta};
+use crate::io::sidecar::{read_phase_encoding, sidecar_path, PhaseEncoding};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -34,4 +35,27 @@ pub fn load_dwi(path: &Path, args: &GradientArgs) -> Result<DwiInput> {
         meta,
         gradients,
     })
+}
+
+/// The phase-encode direction of `dwi`: the one given, else the BIDS sidecar's, else `j` with
+/// a warning. Returns it with where it came from (for summary.json).
+pub fn phase_encoding(given: Option<PhaseEncoding>, dwi: &Path) -> Result<(PhaseEncoding, String)> {
+    if let Some(p) = given {
+        return Ok((p, "--pe-dir".into()));
+    }
+    if let Some(p) = read_phase_encoding(dwi)? {
+        return Ok((p, format!("sidecar {}", sidecar_path(dwi).display())));
+    }
+    eprintln!(
+        "nifreeze-rs: warning: no phase-encode direction given and no PhaseEncodingDirection in {}: \
+         assuming j (give --pe-dir if the series was phase-encoded along another axis)",
+        sidecar_path(dwi).display()
+    );
+    Ok((
+        PhaseEncoding {
+            axis: 1,
+            reversed: false,
+        },
+        "default (j)".into(),
+    ))
 }

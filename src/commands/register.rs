@@ -71,6 +71,10 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
     let cfg = match args.transform {
         TransformChoice::Rigid => RegistrationConfig::rigid(),
         TransformChoice::Affine => RegistrationConfig::affine(),
+        TransformChoice::Eddy => {
+            let (pe, _) = super::input::phase_encoding(args.pe_dir, &args.moving)?;
+            RegistrationConfig::eddy(pe.world(&moving.grid).into())
+        }
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)

@@ -88,7 +88,7 @@ pub fn shells(table: &GradientTable, b0_threshold: f64) -> Vec<Shell> {
 }
 
 /// The file name without .nii / .nii.gz, used to find BIDS sidecars.
-fn sidecar_stem(dwi: &Path) -> PathBuf {
+pub(crate) fn sidecar_stem(dwi: &Path) -> PathBuf {
     let name = dwi
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -101,7 +101,7 @@ fn sidecar_stem(dwi: &Path) -> PathBuf {
     dwi.with_file_name(stem)
 }
 
-fn with_ext(stem: &Path, ext: &str) -> PathBuf {
+pub(crate) fn with_ext(stem: &Path, ext: &str) -> PathBuf {
     let mut s = stem.as_os_str().to_owned();
     s.push(ext);
     PathBuf::from(s)

@@ -43,6 +43,7 @@ impl MovingImage {
 
 /// Fixed-image samples of one level with their design rows `[F, 1, G…]` and `XᵀX`.
 pub struct FixedSamples {
+    /// The family searched; rows hold the Jacobian of `kind.row_kind()`.
     pub kind: TransformKind,
     /// Fixed voxel coordinates of the samples.
     pub vox: Vec<[f64; 3]>,
@@ -73,7 +74,9 @@ impl FixedSamples {
         spline_gradient: bool,
     ) -> Self {
         let spline = spline_gradient.then(|| BSpline::new(fixed, dims));
-        let width = kind.n_params() + 2;
+        // the eddy model's rows are affine rows, reduced per iteration by the optimiser
+        let row_kind = kind.row_kind();
+        let width = row_kind.n_params() + 2;
         let a3 = affine.fixed_view::<3, 3>(0, 0).into_owned();
         let inv_t = a3
             .try_inverse()
@@ -112,10 +115,10 @@ impl FixedSamples {
             let p = [i as f64, j as f64, k as f64];
             let x = affine.fixed_view::<3, 3>(0, 0) * Vector3::new(p[0], p[1], p[2])
                 + affine.fixed_view::<3, 1>(0, 3);
-            kind.jacobian_row(&g, &(x - centre), &mut jac);
+            row_kind.jacobian_row(&g, &(x - centre), &mut jac);
             rows.push(at(i, j, k));
             rows.push(1.0);
-            rows.extend_from_slice(&jac[..kind.n_params()]);
+            rows.extend_from_slice(&jac[..row_kind.n_params()]);
             vox.push(p);
         }
         // XᵀX with the same ordered chunk reduction as the evaluations

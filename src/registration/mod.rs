@@ -9,6 +9,7 @@
 //! chunk order (rayon inside), so a result is bit-identical for any thread count, whether
 //! `register` is called from the main thread or from inside a rayon pool.
 
+pub mod eddy;
 pub mod interpolate;
 pub mod metric;
 pub mod mutual_information;
@@ -98,6 +99,14 @@ impl RegistrationConfig {
             ..Self::default()
         }
     }
+    /// Head motion plus a linear eddy-current field along the phase-encode axis `pe`
+    /// (scanner RAS; see [`TransformKind::Eddy`]).
+    pub fn eddy(pe: [f64; 3]) -> Self {
+        RegistrationConfig {
+            kind: TransformKind::Eddy { pe },
+            ..Self::default()
+        }
+    }
 }
 
 /// Outcome of [`register`].
@@ -134,6 +143,14 @@ pub fn register(
     let (mask0, minv) = checked_inputs("registration", fixed, moving, fixed_mask, init)?;
     let mask = pyramid::dilate(&mask0, fdims, cfg.mask_dilation);
     let np = cfg.kind.n_params();
+    if let TransformKind::Eddy { pe } = cfg.kind {
+        let n = Vector3::from(pe).norm();
+        if !(n.is_finite() && n > 0.5) {
+            return Err(Error::input(
+                "registration: the eddy-current model needs a phase-encode direction (unit vector)",
+            ));
+        }
+    }
 
     // centre and bounding box of the mask in world space
     let all = pyramid::lattice_points(&mask, fdims, 1);
@@ -198,6 +215,10 @@ pub fn register(
         };
         let out = optimize::gauss_newton(&setup, &t)?;
         t = out.transform;
+        if let TransformKind::Eddy { pe } = cfg.kind {
+            // each update keeps the map in the family only to first order: project it back
+            t = eddy::EddyModel::new(Vector3::from(pe), centre).project(&t);
+        }
         iterations += out.iterations;
         metric = out.correlation;
     }

@@ -8,9 +8,9 @@
 //! by more than `tol_mm`.
 
 use super::metric::{FixedSamples, MovingImage};
-use super::transform::max_corner_displacement;
+use super::transform::{max_corner_displacement, Increment};
 use crate::{Error, Result};
-use nalgebra::{DVector, Matrix4, Vector3};
+use nalgebra::{DMatrix, DVector, Matrix4, Vector3};
 
 /// What one level needs besides the samples.
 pub struct LevelSetup<'a> {
@@ -41,12 +41,38 @@ pub fn gauss_newton(s: &LevelSetup, t0: &Matrix4<f64>) -> Result<LevelOutcome> {
     let samples = s.samples;
     let kind = samples.kind;
     let np = kind.n_params();
-    let chol = samples.normal.clone().cholesky().ok_or_else(|| {
+    let flat = || {
         Error::runtime(
             "registration: the fixed image has no usable structure inside the mask \
              (flat or too few voxels); check the mask and the fixed image",
         )
-    })?;
+    };
+    // Rigid and affine rows are the family's own: one Cholesky factor per level. The eddy
+    // family's basis follows the current map (its shear direction), so its rows are affine
+    // ones reduced each iteration: XᵀX and Xᵀw are projected with W = diag(I₂, B).
+    let reduced = kind.row_kind() != kind;
+    let fixed_chol = if reduced {
+        None
+    } else {
+        Some(samples.normal.clone().cholesky().ok_or_else(flat)?)
+    };
+    let solve = |t: &Matrix4<f64>, xtw: &[f64]| -> Result<(DVector<f64>, Increment)> {
+        let inc = Increment::at(kind, s.centre, t);
+        let rhs = DVector::from_column_slice(xtw);
+        match &fixed_chol {
+            Some(c) => Ok((c.solve(&rhs), inc)),
+            None => {
+                let b = inc.affine_basis();
+                let mut w = DMatrix::zeros(samples.width, np + 2);
+                w[(0, 0)] = 1.0;
+                w[(1, 1)] = 1.0;
+                w.view_mut((2, 2), (12, np)).copy_from(&b);
+                let n = w.transpose() * &samples.normal * &w;
+                let c = n.cholesky().ok_or_else(flat)?;
+                Ok((c.solve(&(w.transpose() * rhs)), inc))
+            }
+        }
+    };
     let eval = |t: &Matrix4<f64>| {
         let v = s.moving_inv_affine * t * s.fixed_affine;
         let e = samples.evaluate(s.moving, &v);
@@ -57,7 +83,7 @@ pub fn gauss_newton(s: &LevelSetup, t0: &Matrix4<f64>) -> Result<LevelOutcome> {
     let (mut e, mut rho) = eval(&t);
     let mut iterations = 0;
     for _ in 0..s.max_iterations {
-        let beta = chol.solve(&DVector::from_column_slice(&e.xtw));
+        let (beta, inc) = solve(&t, &e.xtw)?;
         let a = beta[0];
         if !(a.is_finite() && a.abs() > 1e-12) {
             break;
@@ -67,7 +93,7 @@ pub fn gauss_newton(s: &LevelSetup, t0: &Matrix4<f64>) -> Result<LevelOutcome> {
         let mut accepted = None;
         loop {
             let scaled: Vec<f64> = p.iter().map(|v| v * step).collect();
-            let delta = kind.increment(&scaled, &s.centre);
+            let delta = inc.matrix(&scaled);
             let inv = delta.try_inverse().unwrap_or_else(Matrix4::identity);
             let tn = t * inv;
             let (en, rn) = eval(&tn);

@@ -7,16 +7,30 @@
 //! there is no gimbal lock. Increments act about a centre `c` (the fixed image's mask
 //! centroid): rotations about a far-away world origin would couple rotation and translation
 //! and slow Gauss–Newton down.
+//!
+//! Every family here is a subset of the affine maps, and its increments' Jacobian at `p = 0`
+//! is a fixed linear combination of the affine one ([`Increment::affine_basis`]). So one
+//! least-squares driver serves all of them: it builds the affine design once per level and
+//! reduces it to the family's parameters with that basis (see [`super::optimize`]).
 
-use nalgebra::{Matrix3, Matrix4, Vector3};
+use nalgebra::{DMatrix, Matrix3, Matrix4, Vector3};
 
 /// Which family of transforms is searched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TransformKind {
     /// 6 parameters: rotation (3, radians, about the centre) then translation (3, mm).
     Rigid,
     /// 12 parameters: the 3×3 linear part minus identity (row-major) then translation.
     Affine,
+    /// Head motion plus a linear eddy-current field (FSL eddy's `--flm linear`): the full map
+    /// `y = p + d(p)·e` with `p = M·x` (`M` rigid: the head moves in the scanner) and the
+    /// displacement `d(p) = c₀ + gᵀ(p − c)` along the scanner's phase-encode axis `e` (unit,
+    /// world RAS, `pe`). The field is fixed in the scanner, so it acts after the head motion.
+    /// The full map is affine; see [`super::eddy`] for its parameters. The constant `c₀` is
+    /// a translation along `e`, indistinguishable from head translation in one volume, so
+    /// the registration searches 9 parameters (6 rigid + the 3 field gradients) and `c₀` is
+    /// separated from head motion across volumes ([`super::eddy`]).
+    Eddy { pe: [f64; 3] },
 }
 
 impl TransformKind {
@@ -25,14 +39,26 @@ impl TransformKind {
         match self {
             TransformKind::Rigid => 6,
             TransformKind::Affine => 12,
+            TransformKind::Eddy { .. } => 9,
+        }
+    }
+
+    /// The family whose Jacobian rows the metric stores: the eddy model's rows are affine ones,
+    /// reduced each iteration (its increment basis depends on the current estimate).
+    pub fn row_kind(self) -> TransformKind {
+        match self {
+            TransformKind::Rigid => TransformKind::Rigid,
+            TransformKind::Affine | TransformKind::Eddy { .. } => TransformKind::Affine,
         }
     }
 
     /// Derivatives of a scalar image `F(Δ(p)·x)` with respect to `p` at `p = 0`, given the
     /// image's world gradient `g` at `x` and `d = x − c`. Writes `n_params` values into `out`.
+    /// Rigid and affine only (the eddy increments depend on the current map: [`Increment`]).
     #[inline]
     pub fn jacobian_row(self, g: &Vector3<f64>, d: &Vector3<f64>, out: &mut [f64]) {
         match self {
+            TransformKind::Eddy { .. } => unreachable!("eddy rows are affine rows (row_kind)"),
             TransformKind::Rigid => {
                 // ∂(R(ω)d)/∂ω_i = e_i × d  ⇒  g·(e_i × d) = (d × g)_i
                 let r = d.cross(g);
@@ -56,9 +82,11 @@ impl TransformKind {
         }
     }
 
-    /// The increment `Δ(p)` as a 4×4 matrix acting about centre `c`.
+    /// The increment `Δ(p)` as a 4×4 matrix acting about centre `c`. Rigid and affine only
+    /// (see [`Increment`] for every family).
     pub fn increment(self, p: &[f64], c: &Vector3<f64>) -> Matrix4<f64> {
         let (lin, t) = match self {
+            TransformKind::Eddy { .. } => unreachable!("eddy increments need an Increment"),
             TransformKind::Rigid => (
                 rotation_exp(&Vector3::new(p[0], p[1], p[2])),
                 Vector3::new(p[3], p[4], p[5]),
@@ -74,6 +102,88 @@ impl TransformKind {
             }
         };
         about_centre(&lin, &t, c)
+    }
+}
+
+/// The increments of one Gauss–Newton iteration: a family, its centre and, for the eddy
+/// model, the direction `u` in the fixed (reference) frame that the current map sends along
+/// the scanner's phase-encode axis. An eddy increment is a rigid increment followed by a
+/// shear along `u`: `Δ(p)·x = S·R(ω)(x − c) + c + t` with `S = I + u·wᵀ`, parameters
+/// `p = (ω, t, w)`. Composed as `T·Δ⁻¹`, the shear along `u` becomes one along `T·u = e` in
+/// scanner space: the update stays inside the eddy family (to first order in the rotation
+/// of the same step; [`super::eddy::EddyModel::project`] removes the rest).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Increment {
+    pub kind: TransformKind,
+    pub centre: Vector3<f64>,
+    /// Fixed-frame shear direction (unit); unused except by the eddy model.
+    pub shear: Vector3<f64>,
+}
+
+impl Increment {
+    /// The increments about `centre` for a search currently at `current` (fixed → moving).
+    pub fn at(kind: TransformKind, centre: Vector3<f64>, current: &Matrix4<f64>) -> Increment {
+        let shear = match kind {
+            TransformKind::Eddy { pe } => {
+                let l = current.fixed_view::<3, 3>(0, 0).into_owned();
+                let e = Vector3::from(pe);
+                let u = l.try_inverse().map(|li| li * e).unwrap_or(e);
+                u / u.norm()
+            }
+            _ => Vector3::zeros(),
+        };
+        Increment {
+            kind,
+            centre,
+            shear,
+        }
+    }
+
+    pub fn n_params(&self) -> usize {
+        self.kind.n_params()
+    }
+
+    /// `Δ(p)` as a 4×4 matrix.
+    pub fn matrix(&self, p: &[f64]) -> Matrix4<f64> {
+        match self.kind {
+            TransformKind::Eddy { .. } => {
+                let r = rotation_exp(&Vector3::new(p[0], p[1], p[2]));
+                let w = Vector3::new(p[6], p[7], p[8]);
+                let s = Matrix3::identity() + self.shear * w.transpose();
+                about_centre(&(s * r), &Vector3::new(p[3], p[4], p[5]), &self.centre)
+            }
+            k => k.increment(p, &self.centre),
+        }
+    }
+
+    /// `∂a/∂p` at `p = 0`, where `a` are the 12 affine coordinates of [`TransformKind::Affine`]
+    /// (entries of `L − I` row-major, then the translation): 12 × `n_params`. The image
+    /// Jacobian of this family is the affine Jacobian row times this matrix.
+    pub fn affine_basis(&self) -> DMatrix<f64> {
+        let n = self.n_params();
+        let mut b = DMatrix::zeros(12, n);
+        match self.kind {
+            TransformKind::Affine => b.fill_with_identity(),
+            TransformKind::Rigid | TransformKind::Eddy { .. } => {
+                // ∂R(ω)/∂ω_k at 0 is the cross-product matrix [e_k]×
+                for (k, (i, j)) in [(1usize, 2usize), (2, 0), (0, 1)].into_iter().enumerate() {
+                    b[(3 * i + j, k)] = -1.0;
+                    b[(3 * j + i, k)] = 1.0;
+                }
+                for k in 0..3 {
+                    b[(9 + k, 3 + k)] = 1.0;
+                }
+                if matches!(self.kind, TransformKind::Eddy { .. }) {
+                    // ∂(u·wᵀ)/∂w_j: column j of L − I is u
+                    for j in 0..3 {
+                        for i in 0..3 {
+                            b[(3 * i + j, 6 + j)] = self.shear[i];
+                        }
+                    }
+                }
+            }
+        }
+        b
     }
 }
 
@@ -172,6 +282,68 @@ mod tests {
                     row[k]
                 );
             }
+        }
+    }
+
+    #[test]
+    fn increment_basis_matches_finite_differences_for_every_family() {
+        // ∂(Δ(p)x)/∂p from the basis (affine Jacobian · B) against central differences of
+        // the increment matrix, for each family, at a point away from the centre.
+        let c = Vector3::new(3.0, -10.0, 20.0);
+        let x = Vector3::new(40.0, 5.0, -7.0);
+        let current = TransformKind::Rigid.increment(&[0.05, -0.02, 0.03, 1.0, 2.0, -1.0], &c);
+        let pe = Vector3::new(0.2, 0.9, -0.1).normalize();
+        for kind in [
+            TransformKind::Rigid,
+            TransformKind::Affine,
+            TransformKind::Eddy { pe: pe.into() },
+        ] {
+            let inc = Increment::at(kind, c, &current);
+            let b = inc.affine_basis();
+            let n = inc.n_params();
+            let d = x - c;
+            for k in 0..n {
+                // affine Jacobian of the mapped point: ∂y_i/∂a_(3i+j) = d_j, ∂y_i/∂a_(9+i) = 1
+                let mut analytic = Vector3::zeros();
+                for i in 0..3 {
+                    for j in 0..3 {
+                        analytic[i] += b[(3 * i + j, k)] * d[j];
+                    }
+                    analytic[i] += b[(9 + i, k)];
+                }
+                let h = 1e-6;
+                let mut p = vec![0.0; n];
+                p[k] = h;
+                let xp = inc.matrix(&p).transform_point(&x.into());
+                p[k] = -h;
+                let xm = inc.matrix(&p).transform_point(&x.into());
+                let fd = (xp - xm) / (2.0 * h);
+                assert!(
+                    (fd - analytic).norm() < 1e-6,
+                    "{kind:?} param {k}: {fd} vs {analytic}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn eddy_increment_composed_on_the_current_map_shears_along_the_scanner_axis() {
+        // T·Δ(w)⁻¹ must differ from T only by a displacement along the scanner PE axis e.
+        let c = Vector3::new(0.0, -20.0, 10.0);
+        let t = TransformKind::Rigid.increment(&[0.04, 0.03, -0.05, 1.0, -2.0, 0.5], &c);
+        let e = Vector3::new(0.0, 1.0, 0.0);
+        let inc = Increment::at(TransformKind::Eddy { pe: e.into() }, c, &t);
+        let delta = inc.matrix(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.01, -0.02, 0.015]);
+        let tn = t * delta.try_inverse().unwrap();
+        for x in [
+            Vector3::new(50.0, 0.0, 0.0),
+            Vector3::new(-30.0, 40.0, 20.0),
+            Vector3::new(0.0, -60.0, -30.0),
+        ] {
+            let a = t.transform_point(&x.into());
+            let b = tn.transform_point(&x.into());
+            let d = b - a;
+            assert!((d - e * e.dot(&d)).norm() < 1e-12, "{d}");
         }
     }
 }

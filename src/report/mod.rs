@@ -13,8 +13,8 @@ pub mod svg;
 
 pub use gradients::{fsl_text, mrtrix_text, rotate_bvecs};
 pub use motion::{
-    framewise_displacement, motion_rows, motion_tsv, polar_rotation, read_motion_tsv,
-    rigid_parameters, rms_deviation, MotionRow, RMS_RADIUS_MM,
+    framewise_displacement, motion_rows, motion_tsv, motion_tsv_eddy, polar_rotation,
+    read_motion_tsv, rigid_parameters, rms_deviation, MotionRow, RMS_RADIUS_MM,
 };
 pub use summary::{
     fnv1a64, peak_memory_mb, Fnv1a64, InputFile, MotionStats, StageTime, Summary, VolumeFit,

@@ -196,6 +196,53 @@ pub fn motion_tsv(rows: &[MotionRow], transforms: &[Matrix4<f64>]) -> String {
     s
 }
 
+/// Names (with units) of the eddy-current columns motion.tsv gains with the eddy model: the
+/// field's constant displacement along the phase-encode axis (mm) and its gradient in scanner
+/// RAS (mm of displacement per metre of position).
+pub const EDDY_COLUMNS: [&str; 4] = [
+    "ec_const_mm",
+    "ec_grad_x_mm_per_m",
+    "ec_grad_y_mm_per_m",
+    "ec_grad_z_mm_per_m",
+];
+
+/// [`motion_tsv`] plus, with the eddy-current model, its parameters per volume as the
+/// [`EDDY_COLUMNS`] after m33 (fixed-point, 6 decimals).
+pub fn motion_tsv_eddy(
+    rows: &[MotionRow],
+    transforms: &[Matrix4<f64>],
+    eddy: Option<&[crate::registration::eddy::EddyParams]>,
+) -> String {
+    let base = motion_tsv(rows, transforms);
+    let Some(eddy) = eddy else {
+        return base;
+    };
+    assert_eq!(eddy.len(), rows.len(), "one eddy parameter set per row");
+    let mut s = String::with_capacity(base.len() + 60 * rows.len());
+    for (n, line) in base.lines().enumerate() {
+        s.push_str(line);
+        if n == 0 {
+            for c in EDDY_COLUMNS {
+                s.push('\t');
+                s.push_str(c);
+            }
+        } else {
+            let p = &eddy[n - 1];
+            for v in [
+                p.constant,
+                1e3 * p.gradient.x,
+                1e3 * p.gradient.y,
+                1e3 * p.gradient.z,
+            ] {
+                s.push('\t');
+                s.push_str(&fixed6(v));
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// `{:.6}` without a negative zero.
 fn fixed6(x: f64) -> String {
     let s = format!("{x:.6}");
