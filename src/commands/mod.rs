@@ -3,6 +3,7 @@
 
 mod compare;
 mod estimate;
+mod estimate_config;
 mod info;
 mod input;
 mod predict;
