@@ -267,7 +267,7 @@ pub fn load(
     let (bvals, vecs, source) = if let Some(grad) = &args.grad {
         let (b, v) = read_mrtrix(grad, n_volumes)?;
         (b, v, format!("MRtrix b-table {}", file(grad)))
-    } else if let (Some(bval), Some(bvec)) = (&args.bval, &args.bvec) {
+    } else if let Some((bval, bvec)) = args.fsl_files() {
         let (b, v) = read_fsl(bval, bvec, grid, n_volumes)?;
         (b, v, format!("FSL {} + {}", file(bval), file(bvec)))
     } else {
