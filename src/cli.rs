@@ -290,9 +290,13 @@ pub struct EstimateArgs {
         default_value_t = 1
     )]
     pub threads: usize,
-    /// Output folder (created if missing).
+    /// Output folder (created if missing). A folder holding a complete earlier run
+    /// (summary.json) is refused unless --force; one run at a time (a lock file).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace a complete earlier run in --out.
+    #[arg(long)]
+    pub force: bool,
     /// Seed for --order random (only the log order; hidden with it).
     #[arg(long, value_name = "S", default_value_t = 20250101, hide = true)]
     pub seed: u64,
