@@ -16,9 +16,9 @@
 //! of threads (bit for bit). The order only decides which volume is reported first.
 
 use crate::image::{Mask, Series, Volume};
-use crate::io::gradients::{shells, GradientTable, Shell};
+use crate::io::gradients::{check_usable, shells, GradientTable, Shell};
 use crate::mask::dilate;
-use crate::model::{EngineOptions, FitMethod, LovoEngine, ModelKind};
+use crate::model::{requirements, EngineOptions, FitMethod, LovoEngine, ModelKind};
 use crate::registration::eddy::{second_level_field, split_constant, EddyModel, EddyParams};
 use crate::registration::mutual_information::{register_mi, MiConfig};
 use crate::registration::{register, resample, Interpolation, RegistrationConfig, TransformKind};
@@ -64,6 +64,32 @@ pub struct EstimateConfig {
     pub b0_threshold: f64,
     /// S0 from the 98th percentile of the data instead of the b=0 median (nifreeze's ignore_bzero).
     pub ignore_b0: bool,
+}
+
+impl EstimateConfig {
+    /// Whether the gradient table supports this configuration: enough diffusion-weighted
+    /// volumes, a b=0 reference (or `ignore_b0`), what the model's leave-one-out fits need
+    /// ([`requirements::check`], the rule `predict` follows too). Returns warnings for what is
+    /// possible but measured to be unreliable. [`estimate`] trusts a configuration that
+    /// passed this check.
+    pub fn check_gradients(&self, table: &GradientTable) -> Result<Vec<String>> {
+        check_usable(table, self.b0_threshold, self.ignore_b0)?;
+        match self.target {
+            Target::B0 => {
+                if table.b0_indices(self.b0_threshold).is_empty() {
+                    return Err(Error::input(
+                        "--model b0 registers every volume to the b=0 reference, but the series has no b=0 volume: use --model dti",
+                    ));
+                }
+                Ok(Vec::new())
+            }
+            Target::Model(kind) => {
+                // The estimate loop always appends the S0 sample (see the model passes).
+                requirements::check(kind, table, self.b0_threshold, true)?;
+                Ok(requirements::warnings(kind, table, self.b0_threshold))
+            }
+        }
+    }
 }
 
 /// A progress report: `done` of `total` steps of `stage` are finished.
@@ -279,9 +305,11 @@ fn align_b0s(
     if b0.len() < 2 {
         return Ok(reference);
     }
-    let total = 2 * b0.len();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    for _round in 0..2 {
+    // Progress counts the b=0 volumes of each round (a stage per round), not volumes × rounds.
+    let total = b0.len();
+    for round in 1..=2 {
+        let stage = format!("b0 alignment {round}/2");
+        let done = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<Matrix4<f64>>> = b0
             .par_iter()
             .map(|&k| {
@@ -294,7 +322,7 @@ fn align_b0s(
                 )?;
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 progress(&Progress {
-                    stage: "b0 alignment",
+                    stage: &stage,
                     done: d,
                     total,
                 });
@@ -328,10 +356,18 @@ fn link_shells(
     transforms: &mut [Matrix4<f64>],
     reference: &Volume,
     mask: &Mask,
+    progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<()> {
     if shell_list.is_empty() {
         return Ok(());
     }
+    // Progress in shells: each takes a resampling of its volumes and one registration.
+    let total = shell_list.len();
+    progress(&Progress {
+        stage: "shell link",
+        done: 0,
+        total,
+    });
     let means: Vec<Volume> = shell_list
         .par_iter()
         .map(|sh| {
@@ -359,6 +395,11 @@ fn link_shells(
         for &k in &sh.indices {
             transforms[k] *= link;
         }
+        progress(&Progress {
+            stage: "shell link",
+            done: s + 1,
+            total,
+        });
     }
     Ok(())
 }
@@ -380,6 +421,7 @@ fn realign_subset(series: &Series, idx: &[usize], transforms: &[Matrix4<f64>]) -
 }
 
 /// Run the whole estimation. `mask` is the brain mask; `progress` is called from worker threads.
+/// `cfg` must have passed [`EstimateConfig::check_gradients`] for `table`.
 pub fn estimate(
     series: &Series,
     table: &GradientTable,
@@ -394,14 +436,8 @@ pub fn estimate(
             table.len()
         )));
     }
-    if cfg.passes == 0 {
-        return Err(Error::input("--passes must be at least 1"));
-    }
     let b0 = table.b0_indices(cfg.b0_threshold);
     let dw = table.dw_indices(cfg.b0_threshold);
-    if cfg.target == Target::B0 && b0.is_empty() {
-        return Err(Error::input("--model b0 needs at least one b=0 volume"));
-    }
     let mut stage_seconds = Vec::new();
     let mut transforms = vec![Matrix4::identity(); n];
     let mut diagnostics = vec![VolumeDiagnostics::default(); n];
@@ -579,8 +615,20 @@ pub fn estimate(
     }
     if matches!(cfg.target, Target::Model(_)) && !b0.is_empty() {
         let t = Instant::now();
-        link_shells(series, &shell_list, &mut transforms, &reference, mask)?;
+        link_shells(
+            series,
+            &shell_list,
+            &mut transforms,
+            &reference,
+            mask,
+            progress,
+        )?;
         stage_seconds.push(("shell-to-b0 link".to_string(), t.elapsed().as_secs_f64()));
+    }
+    // Products of registrations can leave the affine's bottom row 1 ulp off (m33 =
+    // 1.000000000000001); it is 0 0 0 1 by definition, and motion.tsv and X5 print it.
+    for t in &mut transforms {
+        t.set_row(3, &nalgebra::RowVector4::new(0.0, 0.0, 0.0, 1.0));
     }
     let eddy = eddy_model.map(|m| {
         let directions: Vec<[f64; 3]> = (0..n)

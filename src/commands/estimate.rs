@@ -2,112 +2,48 @@
 
 use super::input::{load_dwi, phase_encoding};
 use super::progress::Reporter;
-use crate::cli::{EstimateArgs, FitMethodChoice, ModelChoice, OrderChoice, TransformChoice};
-use crate::estimate::{
-    estimate, median_volume, realign, EstimateConfig, MotionEstimate, Order, Progress, Target,
-};
+use crate::cli::{EstimateArgs, TransformChoice};
+use crate::estimate::{estimate, median_volume, realign, EstimateConfig, MotionEstimate, Progress};
 use crate::image::{Mask, Series};
-use crate::io::atomic::{create_dir, ensure_not_input, remove_stale, write_text};
-use crate::io::gradients::{check_usable, shells};
+use crate::io::gradients;
+use crate::io::output::{OutputFolder, SUMMARY};
 use crate::io::{nifti, transforms};
-use crate::model::{FitMethod, ModelKind};
 use crate::registration::{Interpolation, RegistrationConfig};
 use crate::report;
 use crate::{Error, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-/// The corrected series and its gradient tables (not written with `--no-resample`).
-const CORRECTED_OUTPUTS: [&str; 4] = [
-    "dwi_corrected.nii.gz",
-    "dwi_corrected.bval",
-    "dwi_corrected.bvec",
-    "dwi_corrected.b",
-];
-
-/// Remove `vol-NNNN.tfm` files with NNNN ≥ `n` from `dir`: left by an earlier run on a longer
-/// series, they would pass for transforms of this one.
-fn remove_surplus_transforms(dir: &Path, n: usize) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::runtime(format!("cannot list {}: {e}", dir.display())))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let index = name
-            .to_str()
-            .and_then(|s| s.strip_prefix("vol-"))
-            .and_then(|s| s.strip_suffix(".tfm"))
-            .and_then(|s| s.parse::<usize>().ok());
-        if index.is_some_and(|k| k >= n) {
-            remove_stale(&entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-/// Fewest diffusion-weighted volumes for `--model dki` (twice its 22 parameters, minus the
-/// held-out volume, plus the S0 sample).
-const MIN_DKI_VOLUMES: usize = 44;
 
 pub fn run(args: &EstimateArgs) -> Result<()> {
     let started = Instant::now();
     let reporter = Reporter::new(args.quiet);
     let mut stage_seconds: Vec<(String, f64)> = Vec::new();
 
+    // Arguments are validated once, into the configuration; then every path clash, the lock
+    // and an earlier complete run are settled; all before any work.
+    let cfg = EstimateConfig::try_from(args)?;
+    let mut inputs: Vec<(&str, std::path::PathBuf)> = vec![("the DWI series", args.dwi.clone())];
+    inputs.extend(gradients::input_files(&args.dwi, &args.gradients));
+    if let Some(m) = &args.mask {
+        inputs.push(("--mask", m.clone()));
+    }
+    let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(r, p)| (*r, p.as_path())).collect();
+    let mut out = OutputFolder::prepare(&args.out, &inputs, args.force)?;
+    let eddy_plan = super::dropin::plan_eddy(args, &out)?;
+    let pe = match args.transform {
+        TransformChoice::Eddy => Some(phase_encoding(args.pe_dir, &args.dwi)?),
+        _ => None,
+    };
+
     let t = Instant::now();
     let dwi = load_dwi(&args.dwi, &args.gradients)?;
     let thr = args.gradients.b0_threshold;
     let table = &dwi.gradients.table;
-    check_usable(table, thr, args.gradients.ignore_b0)?;
-    let target = match args.model {
-        ModelChoice::Dti => Target::Model(ModelKind::Dti),
-        ModelChoice::Dki => Target::Model(ModelKind::Dki),
-        ModelChoice::B0 => Target::B0,
-    };
-    if target == Target::Model(ModelKind::Dki) && shells(table, thr).len() < 2 {
-        return Err(Error::input(format!(
-            "--model dki needs at least two non-zero b-value shells; {} has {}: use --model dti",
-            args.dwi.display(),
-            shells(table, thr).len()
-        )));
-    }
-    // DKI has 22 parameters per voxel; with fewer than twice as many samples per leave-one-out
-    // fit its predictions are too noisy to register to (measured on the 24-volume sample:
-    // 1.7 mm median error with DKI, 0.13 mm with DTI).
-    let n_dw = table.dw_indices(thr).len();
-    if target == Target::Model(ModelKind::Dki) && n_dw < MIN_DKI_VOLUMES {
-        return Err(Error::input(format!(
-            "--model dki needs at least {MIN_DKI_VOLUMES} diffusion-weighted volumes for stable leave-one-out fits \
-             (22 parameters per voxel); {} has {n_dw}: use --model dti",
-            args.dwi.display()
-        )));
-    }
-    let passes = args.passes.unwrap_or(match target {
-        Target::Model(ModelKind::Dki) => 2,
-        _ => 1,
-    });
-    if passes == 0 {
-        return Err(Error::input("--passes must be at least 1"));
-    }
-    let out = &args.out;
-    create_dir(out)?;
-    let inputs: Vec<&Path> = [Some(args.dwi.as_path()), args.mask.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let path = |name: &str| -> Result<PathBuf> {
-        let p = out.join(name);
-        ensure_not_input(&p, &inputs)?;
-        Ok(p)
-    };
-    // A rerun into the same folder: summary.json marks a complete run, so the earlier run's
-    // goes before anything is written, and so do outputs this run will not rewrite.
-    remove_stale(&path("summary.json")?)?;
-    if args.no_resample {
-        for name in CORRECTED_OUTPUTS {
-            remove_stale(&path(name)?)?;
-        }
+    let mut warnings = cfg.check_gradients(table)?;
+    for w in &warnings {
+        eprintln!("nifreeze-rs: warning: {w}");
     }
     reporter.message(&format!(
         "{}: {}x{}x{} voxels, {} volumes; gradients from {}",
@@ -152,81 +88,65 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     }
     stage_seconds.push(("load".into(), t.elapsed().as_secs_f64()));
 
-    let pe = match args.transform {
-        TransformChoice::Eddy => Some(phase_encoding(args.pe_dir, &args.dwi)?),
-        _ => None,
-    };
-    let cfg = EstimateConfig {
-        target,
-        fit_method: match args.fit_method {
-            FitMethodChoice::Wls => FitMethod::Wls,
-            FitMethodChoice::Ols => FitMethod::Ols,
-        },
-        registration: match args.transform {
-            TransformChoice::Rigid => RegistrationConfig::rigid(),
-            TransformChoice::Affine => RegistrationConfig::affine(),
-            TransformChoice::Eddy => {
-                let (p, _) = pe.as_ref().expect("set for eddy");
-                RegistrationConfig::eddy(p.world(&dwi.series.grid).into())
-            }
-        },
-        order: match args.order {
-            OrderChoice::Linear => Order::Linear,
-            OrderChoice::Random => Order::Random,
-            OrderChoice::Bvalue => Order::Bvalue,
-            OrderChoice::Centralsym => Order::Centralsym,
-        },
-        passes,
-        seed: args.seed,
-        b0_threshold: thr,
-        ignore_b0: args.gradients.ignore_b0,
-    };
+    // The eddy-current model's phase-encode axis is a voxel axis: its scanner direction needs
+    // the grid, so it is set here, once the series is read.
+    let mut cfg = cfg;
+    if let Some((p, _)) = &pe {
+        cfg.registration = RegistrationConfig::eddy(p.world(&dwi.series.grid).into());
+    }
     let progress = |p: &Progress| reporter.update(p.stage, p.done, p.total);
     let result = pool.install(|| estimate(&dwi.series, table, &mask, &cfg, &progress))?;
     stage_seconds.extend(result.stage_seconds.iter().cloned());
 
     // ---- outputs: all atomic; summary.json last, as the mark of a complete run ----
     let t = Instant::now();
+    reporter.message("writing outputs");
+    out.begin_writing(!args.no_resample)?;
     let grid = &dwi.series.grid;
     // Parameters, FD and RMS describe the head motion; the matrices are the full maps.
     let head = result.head_motion();
     let rows = report::motion_rows(&head, &table.bvals, &grid.center_world());
     let eddy_params = result.eddy.as_ref().map(|(_, p)| p.as_slice());
-    write_text(
-        &path("motion.tsv")?,
+    out.write_text(
+        "motion.tsv",
         &report::motion_tsv_eddy(&rows, &result.transforms, eddy_params),
     )?;
-    transforms::write_itk(&path("transforms.tfm")?, &result.transforms)?;
-    transforms::write_x5(&path("transforms.x5")?, &result.transforms, Some(grid))?;
-    let xfm_dir = out.join("xfm");
-    create_dir(&xfm_dir)?;
+    transforms::write_itk(&out.path("transforms.tfm"), &result.transforms)?;
+    transforms::write_x5(&out.path("transforms.x5"), &result.transforms, Some(grid))?;
+    out.create_xfm_dir()?;
     for (k, m) in result.transforms.iter().enumerate() {
-        transforms::write_itk(
-            &xfm_dir.join(format!("vol-{k:04}.tfm")),
-            std::slice::from_ref(m),
-        )?;
+        transforms::write_itk(&out.xfm_path(k, "tfm"), std::slice::from_ref(m))?;
     }
-    remove_surplus_transforms(&xfm_dir, result.transforms.len())?;
-    nifti::write_mask(&path("brainmask.nii.gz")?, &mask, Some(&dwi.meta))?;
+    out.remove_surplus_transforms(result.transforms.len())?;
+    nifti::write_mask(&out.path("brainmask.nii.gz"), &mask, Some(&dwi.meta))?;
+    // gradients follow the head, not the eddy-current field (as FSL eddy rotates them)
     let rotated = report::rotate_bvecs(table, &head);
     if !args.no_resample {
+        reporter.message("resampling and writing the corrected series");
         let corrected: Series =
             pool.install(|| realign(&dwi.series, &result.transforms, Interpolation::CubicBSpline));
-        nifti::write_series(&path("dwi_corrected.nii.gz")?, &corrected, Some(&dwi.meta))?;
+        nifti::write_series(
+            &out.path("dwi_corrected.nii.gz"),
+            &corrected,
+            Some(&dwi.meta),
+        )?;
         let (bval, bvec) = report::fsl_text(&rotated, grid);
-        write_text(&path("dwi_corrected.bval")?, &bval)?;
-        write_text(&path("dwi_corrected.bvec")?, &bvec)?;
-        write_text(&path("dwi_corrected.b")?, &report::mrtrix_text(&rotated))?;
+        out.write_text("dwi_corrected.bval", &bval)?;
+        out.write_text("dwi_corrected.bvec", &bvec)?;
+        out.write_text("dwi_corrected.b", &report::mrtrix_text(&rotated))?;
+    }
+    if let Some(plan) = &eddy_plan {
+        super::dropin::write_eddy(plan, &head, grid, &mask, &rotated, None, None)?;
     }
     let title = args
         .dwi
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    write_text(&path("report.svg")?, &report::svg_report(&title, &rows))?;
+    out.write_text("report.svg", &report::svg_report(&title, &rows))?;
     stage_seconds.push(("write outputs".into(), t.elapsed().as_secs_f64()));
 
-    let summary = build_summary(
+    let mut summary = build_summary(
         args,
         &cfg,
         pe.as_ref().map(|(p, src)| (p, src.as_str(), p.world(grid))),
@@ -237,14 +157,17 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         stage_seconds,
         started,
     );
-    write_text(&path("summary.json")?, &summary)?;
+    // Every warning of the run, the gradient reader's first.
+    warnings.splice(0..0, dwi.gradients.warnings.iter().cloned());
+    summary.warnings = warnings;
+    out.write_text(SUMMARY, &summary.to_json())?;
     reporter.message(&format!(
         "done in {:.1}s: median FD {:.3} mm, outputs in {}",
         started.elapsed().as_secs_f64(),
         median(rows.iter().map(|r| r.fd).collect()),
-        out.display()
+        args.out.display()
     ));
-    Ok(())
+    out.finish()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -261,7 +184,7 @@ fn build_summary(
     args: &EstimateArgs,
     cfg: &EstimateConfig,
     pe: Option<(
-        &crate::io::sidecar::PhaseEncoding,
+        &crate::io::bids::PhaseEncoding,
         &str,
         nalgebra::Vector3<f64>,
     )>,
@@ -271,12 +194,12 @@ fn build_summary(
     result: &MotionEstimate,
     stage_seconds: Vec<(String, f64)>,
     started: Instant,
-) -> String {
+) -> report::Summary {
     let g = &args.gradients;
     let mut inputs = vec![("dwi", Some(args.dwi.clone())), ("mask", args.mask.clone())];
     inputs.extend([
-        ("bval", g.bval.clone()),
-        ("bvec", g.bvec.clone()),
+        ("bval", g.fsl_files().map(|(b, _)| b.clone())),
+        ("bvec", g.fsl_files().map(|(_, v)| v.clone())),
         ("grad", g.grad.clone()),
     ]);
     let inputs = inputs
@@ -320,7 +243,7 @@ fn build_summary(
     }))
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let summary = report::Summary {
+    report::Summary {
         tool: "nifreeze-rs".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         command_line: std::env::args().collect(),
@@ -356,6 +279,5 @@ fn build_summary(
         total_seconds: started.elapsed().as_secs_f64(),
         peak_memory_mb: report::peak_memory_mb(),
         warnings: Vec::new(),
-    };
-    summary.to_json()
+    }
 }

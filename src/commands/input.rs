@@ -2,9 +2,9 @@
 
 use crate::cli::GradientArgs;
 use crate::image::Series;
+use crate::io::bids::{read_phase_encoding, sidecar_json, PhaseEncoding};
 use crate::io::gradients::{self, LoadedGradients};
 use crate::io::nifti::{self, NiftiMeta};
-use crate::io::sidecar::{read_phase_encoding, sidecar_path, PhaseEncoding};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -44,12 +44,12 @@ pub fn phase_encoding(given: Option<PhaseEncoding>, dwi: &Path) -> Result<(Phase
         return Ok((p, "--pe-dir".into()));
     }
     if let Some(p) = read_phase_encoding(dwi)? {
-        return Ok((p, format!("sidecar {}", sidecar_path(dwi).display())));
+        return Ok((p, format!("sidecar {}", sidecar_json(dwi).display())));
     }
     eprintln!(
         "nifreeze-rs: warning: no phase-encode direction given and no PhaseEncodingDirection in {}: \
          assuming j (give --pe-dir if the series was phase-encoded along another axis)",
-        sidecar_path(dwi).display()
+        sidecar_json(dwi).display()
     );
     Ok((
         PhaseEncoding {

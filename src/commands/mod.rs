@@ -2,7 +2,9 @@
 //! This is the only layer that touches both the CLI and the file system.
 
 mod compare;
+mod dropin;
 mod estimate;
+mod estimate_config;
 mod info;
 mod input;
 mod predict;

@@ -1,14 +1,40 @@
-//! The BIDS JSON sidecar of a DWI series (`<stem>.json`): its phase-encoding direction.
-//!
-//! BIDS writes `PhaseEncodingDirection` as a voxel axis of the image (`i`, `j`, `k`, with `-`
-//! for the reversed direction), the same letters as `--pe-dir`. The eddy-current model needs
-//! it as a scanner (RAS) direction: the image affine's column of that axis.
+//! BIDS: the parts of a series' name and JSON sidecar that outputs depend on.
 
-use super::gradients::{sidecar_stem, with_ext};
 use crate::image::Grid;
 use crate::{Error, Result};
 use nalgebra::Vector3;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
+
+/// File name of `path` without `.nii.gz` / `.nii` (`sub-01_dwi.nii.gz` → `sub-01_dwi`).
+pub fn series_stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.strip_suffix(".nii.gz")
+        .or_else(|| name.strip_suffix(".nii"))
+        .unwrap_or(&name)
+        .to_string()
+}
+
+/// The JSON sidecar beside a series (`sub-01_dwi.nii.gz` → `sub-01_dwi.json`).
+pub fn sidecar_json(path: &Path) -> PathBuf {
+    path.with_file_name(format!("{}.json", series_stem(path)))
+}
+
+/// The sidecar's `PhaseEncodingDirection` (`i`, `j`, `k`, optionally with `-`) as a voxel axis
+/// 0, 1, 2. `None` when there is no sidecar, no such field, or a value BIDS does not define.
+pub fn phase_encoding_axis(path: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(sidecar_json(path)).ok()?;
+    let json: Value = serde_json::from_str(&text).ok()?;
+    parse_phase_encoding(json.get("PhaseEncodingDirection")?.as_str()?)
+}
+
+/// `i`/`j`/`k` (with an optional trailing `-`) → 0/1/2.
+pub fn parse_phase_encoding(s: &str) -> Option<usize> {
+    PhaseEncoding::parse(s).map(|p| p.axis)
+}
 
 /// A phase-encoding direction: voxel axis (0 = i, 1 = j, 2 = k) and whether it is reversed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,15 +86,10 @@ impl PhaseEncoding {
     }
 }
 
-/// The sidecar path of a DWI series: `sub-01_dwi.nii.gz` → `sub-01_dwi.json`.
-pub fn sidecar_path(dwi: &Path) -> PathBuf {
-    with_ext(&sidecar_stem(dwi), ".json")
-}
-
 /// `PhaseEncodingDirection` from the series' sidecar: `Ok(None)` when there is no sidecar or
 /// it has no such key; an error when the sidecar cannot be read or the value is not BIDS.
 pub fn read_phase_encoding(dwi: &Path) -> Result<Option<PhaseEncoding>> {
-    let path = sidecar_path(dwi);
+    let path = sidecar_json(dwi);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -1,0 +1,67 @@
+//! `estimate`'s one validation point: its arguments become an [`EstimateConfig`] here, once
+//! (ripgrep's parse-then-convert pattern); the library trusts the result. What depends on the
+//! data — the gradient table a model needs — is [`EstimateConfig::check_gradients`], called
+//! once the table is read.
+
+use crate::cli::{EstimateArgs, FitMethodChoice, ModelChoice, OrderChoice, TransformChoice};
+use crate::estimate::{EstimateConfig, Order, Target};
+use crate::model::{FitMethod, ModelKind};
+use crate::registration::RegistrationConfig;
+use crate::Error;
+
+impl TryFrom<&EstimateArgs> for EstimateConfig {
+    type Error = Error;
+
+    fn try_from(args: &EstimateArgs) -> Result<Self, Error> {
+        let target = match args.model {
+            ModelChoice::Dti => Target::Model(ModelKind::Dti),
+            ModelChoice::Dki => Target::Model(ModelKind::Dki),
+            ModelChoice::B0 => Target::B0,
+        };
+        // Measured defaults (README, "How estimate works"): a second DTI pass loses accuracy
+        // on multi-shell data, a second DKI pass gains a little.
+        // With the eddy-current model, the first pass fits data still distorted; the second
+        // fits data corrected for the first pass's field (shared artefact phantom, DTI: 2 passes
+        // 0.098 / 0.245 mm, 3 passes 0.111 / 0.250 mm, median / worst).
+        let passes = args.passes.unwrap_or(match (target, args.transform) {
+            (Target::Model(ModelKind::Dki), _) => 2,
+            (Target::Model(_), TransformChoice::Eddy) => 2,
+            _ => 1,
+        });
+        if passes == 0 {
+            return Err(Error::input(
+                "--passes must be at least 1 (each pass refits the model and re-registers every volume)",
+            ));
+        }
+        if target == Target::B0 && args.transform != TransformChoice::Rigid {
+            return Err(Error::input(
+                "--model b0 registers by mutual information, which is rigid only: use --transform rigid, \
+                 or --model dti|dki for affine or eddy transforms",
+            ));
+        }
+        Ok(EstimateConfig {
+            target,
+            fit_method: match args.fit_method {
+                FitMethodChoice::Wls => FitMethod::Wls,
+                FitMethodChoice::Ols => FitMethod::Ols,
+            },
+            registration: match args.transform {
+                TransformChoice::Rigid => RegistrationConfig::rigid(),
+                TransformChoice::Affine => RegistrationConfig::affine(),
+                // the phase-encode axis in scanner space needs the series' grid: the command
+                // sets it once the series is read (registration refuses a non-finite axis)
+                TransformChoice::Eddy => RegistrationConfig::eddy([f64::NAN; 3]),
+            },
+            order: match args.order {
+                OrderChoice::Linear => Order::Linear,
+                OrderChoice::Random => Order::Random,
+                OrderChoice::Bvalue => Order::Bvalue,
+                OrderChoice::Centralsym => Order::Centralsym,
+            },
+            passes,
+            seed: args.seed,
+            b0_threshold: args.gradients.b0_threshold,
+            ignore_b0: args.gradients.ignore_b0,
+        })
+    }
+}
