@@ -18,23 +18,25 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Describe a DWI series: grid, orientation, datatype, shells, gradient source.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
     Info(InfoArgs),
     /// Estimate head motion volume by volume (leave one out, predict, register).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
     Estimate(EstimateArgs),
     /// Write the leave-one-volume-out model prediction of chosen volumes.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
     Predict(PredictArgs),
     /// Register one image (moving) to another (fixed) and write the transform.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
     Register(RegisterArgs),
     /// Simulate a realistic multi-shell DWI series with known rigid head motion.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
     Simulate(SimulateArgs),
     /// Compare estimated transforms with the truth (a one-line CI regression check).
     #[command(
-        after_help = "Exit codes: 0 within thresholds; 1 a threshold is exceeded; 2 bad usage or bad input."
+        after_help = "Exit codes: 0 within thresholds; 1 a threshold is exceeded, or a score is not finite \
+(fails closed, with or without thresholds); 2 bad usage or bad input.",
+        allow_negative_numbers = true
     )]
     Compare(CompareArgs),
 }

@@ -8,7 +8,7 @@ use crate::estimate::{
 };
 use crate::image::{Mask, Series};
 use crate::io::atomic::{create_dir, ensure_not_input, remove_stale, write_text};
-use crate::io::gradients::{check_usable, shells};
+use crate::io::gradients::{check_directions, check_usable, shells};
 use crate::io::{nifti, transforms};
 use crate::model::{FitMethod, ModelKind};
 use crate::registration::{Interpolation, RegistrationConfig};
@@ -56,10 +56,21 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     let mut stage_seconds: Vec<(String, f64)> = Vec::new();
 
     let t = Instant::now();
-    let dwi = load_dwi(&args.dwi, &args.gradients)?;
+    let pool = super::resources::thread_pool(args.threads)?;
+    // the series, its realigned copy and the corrected series (README, Memory)
+    let copies = if args.no_resample { 2 } else { 3 };
+    let dwi = load_dwi(
+        &args.dwi,
+        &args.gradients,
+        copies,
+        pool.current_num_threads(),
+    )?;
     let thr = args.gradients.b0_threshold;
     let table = &dwi.gradients.table;
     check_usable(table, thr, args.gradients.ignore_b0)?;
+    if args.model != ModelChoice::B0 {
+        check_directions(table, thr)?;
+    }
     let target = match args.model {
         ModelChoice::Dti => Target::Model(ModelKind::Dti),
         ModelChoice::Dki => Target::Model(ModelKind::Dki),
@@ -119,15 +130,23 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         dwi.gradients.source
     ));
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .map_err(|e| {
-            Error::runtime(format!("cannot start {} worker threads: {e}", args.threads))
-        })?;
-
     let mask = match &args.mask {
-        Some(m) => nifti::read_mask(m, &dwi.series.grid)?,
+        Some(m) => {
+            let mask = nifti::read_mask(m, &dwi.series.grid)?;
+            let b0 = table.b0_indices(thr);
+            let idx = if b0.is_empty() {
+                table.dw_indices(thr)
+            } else {
+                b0
+            };
+            crate::data_check::check_mask_signal(
+                &dwi.series,
+                &idx,
+                &mask,
+                &m.display().to_string(),
+            )?;
+            mask
+        }
         None => {
             let b0 = table.b0_indices(thr);
             let idx = if b0.is_empty() {
@@ -224,6 +243,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         &result,
         stage_seconds,
         started,
+        &dwi.warnings,
     );
     write_text(&path("summary.json")?, &summary)?;
     reporter.message(&format!(
@@ -254,6 +274,7 @@ fn build_summary(
     result: &MotionEstimate,
     stage_seconds: Vec<(String, f64)>,
     started: Instant,
+    warnings: &[String],
 ) -> String {
     let g = &args.gradients;
     let mut inputs = vec![("dwi", Some(args.dwi.clone())), ("mask", args.mask.clone())];
@@ -331,7 +352,7 @@ fn build_summary(
             .collect(),
         total_seconds: started.elapsed().as_secs_f64(),
         peak_memory_mb: report::peak_memory_mb(),
-        warnings: Vec::new(),
+        warnings: warnings.to_vec(),
     };
     summary.to_json()
 }

@@ -2,12 +2,14 @@
 //! This is the only layer that touches both the CLI and the file system.
 
 mod compare;
+pub mod console;
 mod estimate;
 mod info;
 mod input;
 mod predict;
 mod progress;
 mod register;
+pub mod resources;
 mod simulate;
 
 use crate::cli::{Cli, Command};

@@ -5,7 +5,7 @@ use super::input::load_dwi;
 use crate::cli::{FitMethodChoice, PredictArgs, PredictModelChoice};
 use crate::image::{Mask, Series, Volume};
 use crate::io::atomic::ensure_not_input;
-use crate::io::gradients::check_usable;
+use crate::io::gradients::{check_directions, check_usable};
 use crate::io::nifti;
 use crate::mask::brain_mask;
 use crate::model::engine::median_b0;
@@ -21,11 +21,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         inputs.push(m.as_path());
     }
     ensure_not_input(&args.out, &inputs)?;
+    let pool = super::resources::thread_pool(args.threads)?;
 
-    let dwi = load_dwi(&args.dwi, &args.gradients)?;
+    let dwi = load_dwi(&args.dwi, &args.gradients, 2, pool.current_num_threads())?;
     let g = &args.gradients;
     let table = &dwi.gradients.table;
     check_usable(table, g.b0_threshold, g.ignore_b0)?;
+    check_directions(table, g.b0_threshold)?;
     let n = dwi.series.n_volumes;
     for &k in &args.volume {
         if k >= n {
@@ -50,10 +52,6 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         FitMethodChoice::Wls => FitMethod::Wls,
         FitMethodChoice::Ols => FitMethod::Ols,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .map_err(|e| Error::runtime(format!("cannot start {} threads: {e}", args.threads)))?;
 
     let volumes: Vec<Volume> = pool.install(|| -> Result<Vec<Volume>> {
         let mask = match &args.mask {

@@ -47,7 +47,7 @@ impl Reporter {
         let line = format!("[{:>7.1}s] {msg}", self.start.elapsed().as_secs_f64());
         match &st.bar {
             Some(b) => b.println(line),
-            None => eprintln!("{line}"),
+            None => super::console::stderr_line(&line),
         }
     }
 
@@ -101,10 +101,10 @@ impl Reporter {
             } else {
                 f64::NAN
             };
-            eprintln!(
+            super::console::stderr_line(&format!(
                 "[{:>7.1}s] {stage}: volume {done}/{total}, stage elapsed {el:.1}s, ETA {eta:.0}s",
                 self.start.elapsed().as_secs_f64()
-            );
+            ));
         }
     }
 }

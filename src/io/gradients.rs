@@ -108,12 +108,46 @@ fn with_ext(stem: &Path, ext: &str) -> PathBuf {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             Error::input(format!("gradient file {} does not exist", path.display()))
         }
         _ => Error::input(format!("cannot read gradient file {}: {e}", path.display())),
-    })
+    })?;
+    // a UTF-8 byte-order mark (Windows editors) is not part of the first number
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text))
+}
+
+/// `'tok'` for a message, naming the characters one cannot see (a byte-order mark, a
+/// zero-width or non-breaking space, a control character) so the user can find them.
+pub fn describe_token(t: &str) -> String {
+    let hidden: Vec<String> = t
+        .chars()
+        .filter(|c| !c.is_ascii_graphic())
+        .map(|c| {
+            let name = match c {
+                '\u{feff}' => " BYTE ORDER MARK",
+                '\u{200b}' => " ZERO WIDTH SPACE",
+                '\u{a0}' => " NO-BREAK SPACE",
+                _ if c.is_control() => " control character",
+                _ => "",
+            };
+            format!("U+{:04X}{name}", c as u32)
+        })
+        .collect();
+    if hidden.is_empty() {
+        format!("'{t}'")
+    } else {
+        format!(
+            "'{}' (it contains the invisible character{} {})",
+            t.escape_debug(),
+            if hidden.len() > 1 { "s" } else { "" },
+            hidden.join(", ")
+        )
+    }
 }
 
 /// Parse whitespace-separated numbers, one row per non-empty, non-comment line.
@@ -130,20 +164,15 @@ fn parse_rows(path: &Path, text: &str) -> Result<Vec<Vec<f64>>> {
             .map(|t| {
                 t.parse::<f64>().map_err(|_| {
                     Error::input(format!(
-                        "{} line {}: '{t}' is not a number",
+                        "{} line {}: {} is not a number",
                         path.display(),
-                        ln + 1
+                        ln + 1,
+                        describe_token(t)
                     ))
                 })
             })
             .collect::<Result<Vec<f64>>>()?;
-        if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
-            return Err(Error::input(format!(
-                "{} line {}: non-finite value {bad}; fix the gradient file",
-                path.display(),
-                ln + 1
-            )));
-        }
+        // non-finite values are judged per volume by `validate` (fine on a b=0 vector)
         rows.push(row);
     }
     Ok(rows)
@@ -313,16 +342,33 @@ fn validate(
     source: &str,
 ) -> Result<(GradientTable, Vec<String>)> {
     let mut warnings = Vec::new();
+    let mut nonfinite_b0 = Vec::new();
     let mut out = Vec::with_capacity(vecs.len());
     for (i, (&b, v)) in bvals.iter().zip(&vecs).enumerate() {
-        if !b.is_finite() || b < 0.0 {
+        if !b.is_finite() {
             return Err(Error::input(format!(
-                "{source}: volume {i} has an invalid b-value {b}"
+                "{source}: volume {i} has a non-finite b-value {b}; fix the gradient file"
+            )));
+        }
+        if b < 0.0 {
+            return Err(Error::input(format!(
+                "{source}: volume {i} has a negative b-value {b}; fix the gradient file"
             )));
         }
         if b <= b0_threshold {
+            // A b=0 volume has no direction; some tools write `nan nan nan` for it (DIPY's
+            // small_64D.bvec): accepted, and said so.
+            if v.iter().any(|x| !x.is_finite()) {
+                nonfinite_b0.push(i.to_string());
+            }
             out.push([0.0; 3]);
             continue;
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::input(format!(
+                "{source}: volume {i} has b={b} but a non-finite gradient vector ({}, {}, {}); fix the table (or raise --b0-threshold if it is a b=0 volume)",
+                v[0], v[1], v[2]
+            )));
         }
         let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
         if n == 0.0 {
@@ -342,7 +388,53 @@ fn validate(
         }
         out.push([v[0] / n, v[1] / n, v[2] / n]);
     }
+    if !nonfinite_b0.is_empty() {
+        warnings.push(format!(
+            "{source}: b=0 volume{} {} {} a non-finite gradient vector (e.g. nan nan nan); taken as 0 (a b=0 volume has no direction)",
+            if nonfinite_b0.len() > 1 { "s" } else { "" },
+            nonfinite_b0.join(", "),
+            if nonfinite_b0.len() > 1 { "have" } else { "has" }
+        ));
+    }
     Ok((GradientTable { bvecs: out, bvals }, warnings))
+}
+
+/// A tensor fit needs directions that determine all six tensor elements: the 6×6 normal
+/// matrix of the DTI design (rows gx², gy², gz², 2gxgy, 2gxgz, 2gygz over the diffusion-
+/// weighted volumes) must be well conditioned. All directions identical (or coplanar) make
+/// it singular, and a fit would return an arbitrary tensor (and a meaningless motion).
+pub fn check_directions(table: &GradientTable, b0_threshold: f64) -> Result<()> {
+    let dw = table.dw_indices(b0_threshold);
+    let mut ata = nalgebra::Matrix6::<f64>::zeros();
+    for &i in &dw {
+        let [x, y, z] = table.bvecs[i];
+        let r = nalgebra::Vector6::new(x * x, y * y, z * z, 2.0 * x * y, 2.0 * x * z, 2.0 * y * z);
+        ata += r * r.transpose();
+    }
+    let eig = ata.symmetric_eigenvalues();
+    let (lo, hi) = eig
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(l, h), &e| (l.min(e), h.max(e)));
+    if !(hi > 0.0 && lo > 1e-6 * hi) {
+        let mut distinct: Vec<[f64; 3]> = Vec::new();
+        for &i in &dw {
+            let g = table.bvecs[i];
+            if !distinct
+                .iter()
+                .any(|d| (d[0] * g[0] + d[1] * g[1] + d[2] * g[2]).abs() > 0.9999)
+            {
+                distinct.push(g);
+            }
+        }
+        return Err(Error::input(format!(
+            "the {} diffusion-weighted volumes have only {} distinct direction{} (up to sign), which do not determine a diffusion tensor \
+             (at least {MIN_DW_DIRECTIONS} non-coplanar directions are needed); check the b-vectors, or use --model b0",
+            dw.len(),
+            distinct.len(),
+            if distinct.len() == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
 }
 
 /// The rules every model needs: enough directions and (unless ignored) a b=0 reference.
