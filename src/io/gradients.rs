@@ -281,6 +281,33 @@ pub fn read_mrtrix(path: &Path, n_volumes: usize) -> Result<(Vec<f64>, Vec<[f64;
     ))
 }
 
+/// Every gradient file [`load`] may read for `dwi` with these options, with the option that
+/// names it ("--grad", "--bval", "--bvec", or "gradient sidecar" for every sidecar candidate that
+/// exists): what a command must never overwrite.
+pub fn input_files(dwi: &Path, args: &GradientArgs) -> Vec<(&'static str, PathBuf)> {
+    let mut v = Vec::new();
+    if let Some(g) = &args.grad {
+        v.push(("--grad", g.clone()));
+    }
+    if let Some(b) = &args.bval {
+        v.push(("--bval", b.clone()));
+    }
+    if let Some(b) = &args.bvec {
+        v.push(("--bvec", b.clone()));
+    }
+    for f in args.fslgrad.iter().flatten() {
+        v.push(("--fslgrad", f.clone()));
+    }
+    let stem = sidecar_stem(dwi);
+    for ext in [".bval", ".bvec", ".b"] {
+        let p = with_ext(&stem, ext);
+        if p.exists() {
+            v.push(("gradient sidecar", p));
+        }
+    }
+    v
+}
+
 /// Load the gradient table of `dwi` from the options, or from BIDS sidecars when none is given.
 pub fn load(
     dwi: &Path,
@@ -296,7 +323,7 @@ pub fn load(
     let (bvals, vecs, source) = if let Some(grad) = &args.grad {
         let (b, v) = read_mrtrix(grad, n_volumes)?;
         (b, v, format!("MRtrix b-table {}", file(grad)))
-    } else if let (Some(bval), Some(bvec)) = (&args.bval, &args.bvec) {
+    } else if let Some((bval, bvec)) = args.fsl_files() {
         let (b, v) = read_fsl(bval, bvec, grid, n_volumes)?;
         (b, v, format!("FSL {} + {}", file(bval), file(bvec)))
     } else {
