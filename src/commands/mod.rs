@@ -3,6 +3,7 @@
 
 mod compare;
 pub mod console;
+mod dropin;
 mod estimate;
 mod info;
 mod input;
