@@ -11,6 +11,7 @@ use nalgebra::Matrix4;
 use nifreeze::cli::GradientArgs;
 use nifreeze::image::Grid;
 use nifreeze::io::{gradients, nifti, transforms};
+use nifreeze::model::ModelKind;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -180,7 +181,8 @@ fn gradient_readers_never_panic() {
             check("gradients::load", case, || {
                 let g = gradients::load(&dwi, args, &grid, 8)?;
                 gradients::check_usable(&g.table, 50.0, false)?;
-                gradients::check_directions(&g.table, 50.0)
+                nifreeze::model::requirements::check(ModelKind::Dti, &g.table, 50.0, true)?;
+                nifreeze::model::requirements::check(ModelKind::Dki, &g.table, 50.0, true)
             });
         }
     }

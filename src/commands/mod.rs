@@ -5,6 +5,7 @@ mod compare;
 pub mod console;
 mod dropin;
 mod estimate;
+mod estimate_config;
 mod info;
 mod input;
 mod predict;

@@ -5,11 +5,11 @@ use super::input::load_dwi;
 use crate::cli::{FitMethodChoice, PredictArgs, PredictModelChoice};
 use crate::image::{Mask, Series, Volume};
 use crate::io::atomic::ensure_not_input;
-use crate::io::gradients::{check_directions, check_usable};
+use crate::io::gradients::check_usable;
 use crate::io::nifti;
 use crate::mask::brain_mask;
 use crate::model::engine::median_b0;
-use crate::model::{FitMethod, LovoEngine, ModelKind};
+use crate::model::{requirements, FitMethod, LovoEngine, ModelKind};
 use crate::{Error, Result};
 
 pub fn run(args: &PredictArgs) -> Result<()> {
@@ -27,7 +27,6 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let g = &args.gradients;
     let table = &dwi.gradients.table;
     check_usable(table, g.b0_threshold, g.ignore_b0)?;
-    check_directions(table, g.b0_threshold)?;
     let n = dwi.series.n_volumes;
     for &k in &args.volume {
         if k >= n {
@@ -52,6 +51,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         FitMethodChoice::Wls => FitMethod::Wls,
         FitMethodChoice::Ols => FitMethod::Ols,
     };
+    // The same rule as estimate's (model::requirements): the engine refuses what is
+    // impossible; what is possible but measured to be unreliable is a warning.
+    for w in requirements::warnings(kind, table, g.b0_threshold) {
+        super::console::warn(&w);
+    }
 
     let volumes: Vec<Volume> = pool.install(|| -> Result<Vec<Volume>> {
         let mask = match &args.mask {

@@ -426,44 +426,6 @@ fn validate(
     Ok((GradientTable { bvecs: out, bvals }, warnings))
 }
 
-/// A tensor fit needs directions that determine all six tensor elements: the 6×6 normal
-/// matrix of the DTI design (rows gx², gy², gz², 2gxgy, 2gxgz, 2gygz over the diffusion-
-/// weighted volumes) must be well conditioned. All directions identical (or coplanar) make
-/// it singular, and a fit would return an arbitrary tensor (and a meaningless motion).
-pub fn check_directions(table: &GradientTable, b0_threshold: f64) -> Result<()> {
-    let dw = table.dw_indices(b0_threshold);
-    let mut ata = nalgebra::Matrix6::<f64>::zeros();
-    for &i in &dw {
-        let [x, y, z] = table.bvecs[i];
-        let r = nalgebra::Vector6::new(x * x, y * y, z * z, 2.0 * x * y, 2.0 * x * z, 2.0 * y * z);
-        ata += r * r.transpose();
-    }
-    let eig = ata.symmetric_eigenvalues();
-    let (lo, hi) = eig
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(l, h), &e| (l.min(e), h.max(e)));
-    if !(hi > 0.0 && lo > 1e-6 * hi) {
-        let mut distinct: Vec<[f64; 3]> = Vec::new();
-        for &i in &dw {
-            let g = table.bvecs[i];
-            if !distinct
-                .iter()
-                .any(|d| (d[0] * g[0] + d[1] * g[1] + d[2] * g[2]).abs() > 0.9999)
-            {
-                distinct.push(g);
-            }
-        }
-        return Err(Error::input(format!(
-            "the {} diffusion-weighted volumes have only {} distinct direction{} (up to sign), which do not determine a diffusion tensor \
-             (at least {MIN_DW_DIRECTIONS} non-coplanar directions are needed); check the b-vectors, or use --model b0",
-            dw.len(),
-            distinct.len(),
-            if distinct.len() == 1 { "" } else { "s" }
-        )));
-    }
-    Ok(())
-}
-
 /// The rules every model needs: enough directions and (unless ignored) a b=0 reference.
 pub fn check_usable(table: &GradientTable, b0_threshold: f64, ignore_b0: bool) -> Result<()> {
     let n_dw = table.dw_indices(b0_threshold).len();
