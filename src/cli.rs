@@ -135,7 +135,8 @@ reference->volume matrix, G one rigid transform common to all volumes (least-squ
 motion estimate's reference frame is arbitrary, so a constant offset is not an error).
 The report gives the median and the worst volume.
 
-Exit codes: 0 within thresholds; 1 a threshold is exceeded; 2 bad usage or bad input.";
+Exit codes: 0 within thresholds; 1 a threshold is exceeded, or a score is not finite (fails
+closed, with or without thresholds); 2 bad usage or bad input.";
 
 /// Fast, exact leave-one-volume-out head-motion estimation for diffusion MRI.
 #[derive(Parser, Debug)]
@@ -148,22 +149,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Describe a DWI series: grid, orientation, datatype, shells, gradient source.
-    #[command(after_help = INFO_HELP)]
+    #[command(after_help = INFO_HELP, allow_negative_numbers = true)]
     Info(InfoArgs),
     /// Estimate head motion volume by volume (leave one out, predict, register).
-    #[command(after_help = ESTIMATE_HELP)]
+    #[command(after_help = ESTIMATE_HELP, allow_negative_numbers = true)]
     Estimate(EstimateArgs),
     /// Write the leave-one-volume-out model prediction of chosen volumes.
-    #[command(after_help = PREDICT_HELP)]
+    #[command(after_help = PREDICT_HELP, allow_negative_numbers = true)]
     Predict(PredictArgs),
     /// Register one image (moving) to another (fixed) and write the transform.
-    #[command(after_help = REGISTER_HELP)]
+    #[command(after_help = REGISTER_HELP, allow_negative_numbers = true)]
     Register(RegisterArgs),
     /// Simulate a realistic multi-shell DWI series with known rigid head motion.
-    #[command(after_help = SIMULATE_HELP)]
+    #[command(after_help = SIMULATE_HELP, allow_negative_numbers = true)]
     Simulate(SimulateArgs),
     /// Compare estimated transforms with the truth (a one-line CI regression check).
-    #[command(after_help = COMPARE_HELP)]
+    #[command(after_help = COMPARE_HELP, allow_negative_numbers = true)]
     Compare(CompareArgs),
 }
 

@@ -50,11 +50,11 @@ pub fn plan_eddy(args: &EstimateArgs, out: &OutputFolder) -> Result<Option<EddyP
     let pe_axis = match bids::phase_encoding_axis(&args.dwi) {
         Some(a) => a,
         None => {
-            eprintln!(
-                "nifreeze-rs: warning: no PhaseEncodingDirection in {}; \
+            super::console::warn(&format!(
+                "no PhaseEncodingDirection in {}; \
                  .eddy_restricted_movement_rms leaves out translation along j",
                 bids::sidecar_json(&args.dwi).display()
-            );
+            ));
             1
         }
     };
