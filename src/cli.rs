@@ -69,6 +69,10 @@ With --eddy-outputs PREFIX, FSL eddy's files (eddy's scaled-mm axes, x reversed 
                                  (PhaseEncodingDirection of the JSON sidecar, else j)
   PREFIX.eddy_rotated_bvecs      the corrected series' b-vectors (FSL)
   (.eddy_outlier_map and .eddy_outlier_n_stdev_map only when outliers were detected)
+With --bids-derivatives DIR, copies under BIDS derivative names (entities from the input):
+  DIR/sub-01/[ses-1/]dwi/sub-01[_ses-1…]_desc-hmc_dwi.nii.gz/.bval/.bvec/.json,
+  …_desc-hmc_motion.tsv/.json, …_from-orig_to-hmc_mode-image_xfm.txt (ITK, all volumes),
+  DIR/dataset_description.json (written when missing, with GeneratedBy)
 
 Transforms: every matrix maps a point of the reference head (the b=0 median, RAS mm) to where
 it is in volume k: corrected_k(x) = volume_k(T_k x) (ITK/ANTs fixed->moving, nitransforms).
@@ -334,6 +338,12 @@ pub struct EstimateArgs {
     /// when outliers were detected.
     #[arg(long, value_name = "PREFIX")]
     pub eddy_outputs: Option<PathBuf>,
+    /// Also write BIDS derivatives into DIR: sub-<label>/[ses-<label>/]dwi/<entities>_desc-hmc_dwi
+    /// (.nii.gz, .bval, .bvec, .json), _desc-hmc_motion.tsv + .json,
+    /// _from-orig_to-hmc_mode-image_xfm.txt, and DIR/dataset_description.json if missing.
+    /// Entities (sub, ses, acq, dir, run …) come from the input's BIDS name.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_resample")]
+    pub bids_derivatives: Option<PathBuf>,
     /// Silence progress output.
     #[arg(short, long)]
     pub quiet: bool,

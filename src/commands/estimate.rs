@@ -33,6 +33,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(r, p)| (*r, p.as_path())).collect();
     let mut out = OutputFolder::prepare(&args.out, &inputs, args.force)?;
     let eddy_plan = super::dropin::plan_eddy(args, &out)?;
+    let bids_plan = super::dropin::plan_bids(args, &out)?;
     let pe = match args.transform {
         TransformChoice::Eddy => Some(phase_encoding(args.pe_dir, &args.dwi)?),
         _ => None,
@@ -161,6 +162,9 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     }
     if let Some(plan) = &eddy_plan {
         super::dropin::write_eddy(plan, &head, grid, &mask, &rotated, None, None)?;
+    }
+    if let Some(plan) = &bids_plan {
+        super::dropin::write_bids(plan, out.dir(), &args.dwi)?;
     }
     let title = args
         .dwi
