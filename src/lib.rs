@@ -17,5 +17,6 @@ pub mod model;
 pub mod registration;
 pub mod report;
 pub mod simulate;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -41,22 +41,7 @@ fn load(name: &str) -> (Series, Mask) {
 
 fn median_b0(s: &Series, b: &[f64]) -> Volume {
     let idx: Vec<usize> = (0..b.len()).filter(|&i| b[i] <= 50.0).collect();
-    let n = s.grid.len();
-    let mut out = vec![0f32; n];
-    let mut buf = vec![0f32; idx.len()];
-    for (v, o) in out.iter_mut().enumerate() {
-        for (t, &i) in idx.iter().enumerate() {
-            buf[t] = s.volume(i)[v];
-        }
-        buf.sort_by(|a, b| a.total_cmp(b));
-        let h = buf.len() / 2;
-        *o = if buf.len() % 2 == 1 {
-            buf[h]
-        } else {
-            0.5 * (buf[h - 1] + buf[h])
-        };
-    }
-    Volume::new(s.grid.clone(), out)
+    nifreeze::estimate::median_volume(s, &idx)
 }
 
 /// Mean of the volumes with b in `range`, each first resampled through `t(k)`
