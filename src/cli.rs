@@ -54,6 +54,7 @@ Outputs (in --out, each written atomically; summary.json last, so it marks a com
                          FD, RMS (abs, rel), then the 4x4 RAS matrix m00..m33
   transforms.tfm         all volumes, one ITK text file (nitransforms reads it)
   xfm/vol-NNNN.tfm       one ITK text transform per volume (antsApplyTransforms)
+  xfm/vol-NNNN.mat       the same as ANTs binary (MATLAB v4) .mat, as antsRegistration writes
   transforms.x5          all volumes in one X5 (HDF5) file
   dwi_corrected.nii.gz   the series resampled onto the reference (not with --no-resample)
   dwi_corrected.bval/.bvec/.b   its gradient table with rotated b-vectors (FSL, MRtrix)

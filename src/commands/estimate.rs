@@ -100,6 +100,8 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     out.create_xfm_dir()?;
     for (k, m) in result.transforms.iter().enumerate() {
         transforms::write_itk(&out.xfm_path(k, "tfm"), std::slice::from_ref(m))?;
+        // The same transform as ANTs writes it: antspyx inverts only files named .mat.
+        transforms::write_ants_mat(&out.xfm_path(k, "mat"), m)?;
     }
     out.remove_surplus_transforms(result.transforms.len())?;
     nifti::write_mask(&out.path("brainmask.nii.gz"), &mask, Some(&dwi.meta))?;
