@@ -1,12 +1,14 @@
 //! `nifreeze-rs compare`: score an estimate against the truth (as ../shared/tools/score.py)
 //! and fail with exit code 1 when a threshold is exceeded — a one-line CI regression check.
 
+use super::console::{stderr_line, stdout_text};
 use crate::cli::CompareArgs;
 use crate::compare::{parse_matrices, sample_points, score, Score};
 use crate::image::Mask;
 use crate::io::nifti::read_volume;
 use crate::{Error, Result};
 use serde_json::json;
+use std::fmt::Write;
 use std::path::Path;
 
 fn read_text(path: &Path, what: &str) -> Result<String> {
@@ -44,6 +46,36 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let s = score(&truth, &est, &points)?;
 
     let mut failures = Vec::new();
+    // Fail closed: a NaN compares false with every threshold, so a non-finite score (an
+    // entry like 1e300 in the estimate) would otherwise pass as within bounds.
+    let all_scores = [
+        s.true_motion_mean_mm,
+        s.aligned_median_mm,
+        s.aligned_p95_mm,
+        s.aligned_worst_volume_mm,
+        s.aligned_max_mm,
+        s.raw_median_mm,
+        s.raw_max_mm,
+        s.global_offset_mm,
+    ];
+    let bad_volumes: Vec<String> = (0..s.volumes)
+        .filter(|&k| {
+            !(s.per_volume_aligned_mean_mm[k].is_finite()
+                && s.per_volume_raw_mean_mm[k].is_finite()
+                && s.per_volume_true_motion_mm[k].is_finite())
+        })
+        .map(|k| k.to_string())
+        .collect();
+    if !bad_volumes.is_empty() || all_scores.iter().any(|v| !v.is_finite()) {
+        failures.push(format!(
+            "the scores are not finite (volumes {}): the estimate or the truth holds matrices too large to score",
+            if bad_volumes.is_empty() {
+                "all".to_string()
+            } else {
+                bad_volumes.join(", ")
+            }
+        ));
+    }
     if let Some(x) = args.max_median_mm {
         if s.aligned_median_mm > x {
             failures.push(format!(
@@ -65,14 +97,15 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             ));
         }
     }
-    if args.json {
-        print_json(&s, args, failures.is_empty());
+    let report = if args.json {
+        json_report(&s, args, failures.is_empty())
     } else {
-        print_table(&s);
-    }
+        table_report(&s)
+    };
+    stdout_text(&report)?;
     if failures.is_empty() {
         if args.max_median_mm.is_some() || args.max_worst_mm.is_some() {
-            eprintln!("compare: PASS (all thresholds met)");
+            stderr_line("compare: PASS (all thresholds met)");
         }
         Ok(())
     } else {
@@ -83,32 +116,39 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     }
 }
 
-fn print_table(s: &Score) {
-    println!("volume\ttrue_motion_mm\traw_error_mm\taligned_error_mm");
+fn table_report(s: &Score) -> String {
+    // writing into a String cannot fail
+    let mut t = String::new();
+    let _ = writeln!(t, "volume\ttrue_motion_mm\traw_error_mm\taligned_error_mm");
     for k in 0..s.volumes {
-        println!(
+        let _ = writeln!(
+            t,
             "{k}\t{:.4}\t{:.4}\t{:.4}",
             s.per_volume_true_motion_mm[k],
             s.per_volume_raw_mean_mm[k],
             s.per_volume_aligned_mean_mm[k]
         );
     }
-    println!(
+    let _ = writeln!(
+        t,
         "# volumes {}  brain points {}  true motion mean {:.3} mm  global offset {:.3} mm",
         s.volumes, s.points, s.true_motion_mean_mm, s.global_offset_mm
     );
-    println!(
+    let _ = writeln!(
+        t,
         "# aligned error per volume (mean over mask, mm): median {:.4}  p95 {:.4}  max {:.4}  worst voxel {:.4}",
         s.aligned_median_mm, s.aligned_p95_mm, s.aligned_worst_volume_mm, s.aligned_max_mm
     );
-    println!(
+    let _ = writeln!(
+        t,
         "# raw error: median {:.4}  max {:.4}",
         s.raw_median_mm, s.raw_max_mm
     );
+    t
 }
 
-/// JSON with score.py's keys (plus thresholds and the verdict).
-fn print_json(s: &Score, args: &CompareArgs, pass: bool) {
+/// JSON with score.py's keys (plus thresholds and the verdict); non-finite numbers are null.
+fn json_report(s: &Score, args: &CompareArgs, pass: bool) -> String {
     let v = json!({
         "volumes": s.volumes,
         "points": s.points,
@@ -122,8 +162,5 @@ fn print_json(s: &Score, args: &CompareArgs, pass: bool) {
         "thresholds": {"max_median_mm": args.max_median_mm, "max_worst_mm": args.max_worst_mm},
         "pass": pass,
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&v).expect("JSON of plain values")
-    );
+    serde_json::to_string_pretty(&v).expect("JSON of plain values") + "\n"
 }

@@ -43,6 +43,7 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
         atomic::ensure_not_input(r, &inputs)?;
     }
 
+    let pool = super::resources::thread_pool(args.threads)?;
     let (fs, fmeta) = nifti::read_series(&args.fixed)?;
     let (ms, _) = nifti::read_series(&args.moving)?;
     let fixed = pick(fs, args.volume, &args.fixed, "fixed")?;
@@ -72,10 +73,6 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
         TransformChoice::Rigid => RegistrationConfig::rigid(),
         TransformChoice::Affine => RegistrationConfig::affine(),
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .map_err(|e| Error::runtime(format!("cannot start {} threads: {e}", args.threads)))?;
     let result =
         pool.install(|| registration::register(&fixed, &moving, mask.as_ref(), &init, &cfg))?;
 
@@ -101,12 +98,12 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
         nifti::write_volume(r, &vol, Some(&fmeta))?;
     }
     if !args.quiet {
-        eprintln!(
+        super::console::stderr_line(&format!(
             "registered in {} iterations, correlation {:.6}; transform written to {}",
             result.iterations,
             result.metric,
             args.out.display()
-        );
+        ));
     }
     Ok(())
 }
