@@ -199,6 +199,32 @@ fn a_full_stdout_is_one_error_line_and_a_full_stderr_loses_nothing() {
     assert!(out.contains("dimensions:  4 x 4 x 3 x 8"), "{out}");
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn a_closed_stdout_is_said_not_silent() {
+    // `>&-`: the report cannot go anywhere; a warning says so, the exit code stays the command's
+    let (code, _, err) = output(
+        Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" \"$@\" >&-")
+            .arg(BIN)
+            .args(["info", &sample("dwi.nii.gz")]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.starts_with("nifreeze-rs: warning: standard output is closed")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    // a redirect to /dev/null is a choice, not an accident: no warning
+    let (code, _, err) = output(
+        Command::new(BIN)
+            .args(["info", &sample("dwi.nii.gz")])
+            .stdout(Stdio::null()),
+    );
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
 #[cfg(unix)]
 fn limited(limit: &str, args: &[&str]) -> (i32, String, String) {
     let script = format!("ulimit {limit} && exec \"$0\" \"$@\"");

@@ -684,6 +684,19 @@ fn open_data(path: &Path) -> Result<(Header, Box<dyn Read>, bool, [usize; 4], us
         .try_fold(1usize, |acc, &v| acc.checked_mul(v))
         .ok_or_else(too_big)?;
     let need = n.checked_mul(m.datatype.bytes()).ok_or_else(too_big)?;
+    if !gz {
+        // an uncompressed file shows its truncation before any buffer is reserved (a header
+        // claiming terabytes is bad input, not a lack of memory)
+        let have = std::fs::metadata(path)
+            .map(|md| md.len().saturating_sub(h.vox_offset as u64))
+            .unwrap_or(u64::MAX);
+        if have < need as u64 {
+            return Err(fail(
+                path,
+                format!("the file is truncated: {need} bytes of voxel data expected, {have} found"),
+            ));
+        }
+    }
     let skip = (h.vox_offset - HEADER_SIZE) as u64;
     let skipped = std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink())
         .map_err(|e| stream_error(path, gz, e))?;
