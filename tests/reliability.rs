@@ -378,6 +378,56 @@ fn register_refuses_images_that_do_not_overlap() {
 }
 
 #[test]
+fn register_refuses_images_without_signal_and_cleans_nan_voxels() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = sample_series().to_volume(0);
+    let f = dir.path().join("f.nii.gz");
+    write_volume(&f, &v, None).unwrap();
+    let mut some_nan = v.clone();
+    some_nan.data[1000] = f32::NAN;
+    let mut all_nan = v.clone();
+    all_nan.data.iter_mut().for_each(|x| *x = f32::NAN);
+    let mut zeros = v.clone();
+    zeros.data.iter_mut().for_each(|x| *x = 0.0);
+    for (name, img, refused) in [
+        ("some_nan", &some_nan, None),
+        ("all_nan", &all_nan, Some("holds no finite value")),
+        ("zeros", &zeros, Some("is constant")),
+    ] {
+        let p = dir.path().join(format!("{name}.nii.gz"));
+        write_volume(&p, img, None).unwrap();
+        let out = dir.path().join("x.tfm");
+        let _ = std::fs::remove_file(&out);
+        for (fixed, moving) in [(&f, &p), (&p, &f)] {
+            let (code, _, err) = run(&[
+                "register",
+                "--fixed",
+                fixed.to_str().unwrap(),
+                "--moving",
+                moving.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "-q",
+            ]);
+            match refused {
+                Some(words) => {
+                    // the moving image gave an identity with exit 0; the fixed one blamed the mask
+                    assert_eq!(code, 2, "{name}: {err}");
+                    one_error_line(&err, &[words, "nothing to register"]);
+                }
+                None => {
+                    assert_eq!(code, 0, "{name}: {err}");
+                    assert!(
+                        err.contains("warning:") && err.contains("1 voxel is NaN"),
+                        "{err}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn a_huge_voxel_is_cleaned_like_a_nan() {
     let mut s = sample_series();
     let before = s.clone();
