@@ -223,9 +223,15 @@ fn nextflow_builds_the_same_command_as_snakemake() {
         ],
     );
     assert!(smk.len() > 8, "Snakefile command not found: {smk:?}");
-    assert_eq!(nf, smk, "Nextflow and Snakemake run different estimate commands");
+    assert_eq!(
+        nf, smk,
+        "Nextflow and Snakemake run different estimate commands"
+    );
     // Every word left is a literal option of estimate or a role: no unmapped placeholder.
     for w in &nf {
-        assert!(!w.contains('{') && !w.contains('$'), "unmapped placeholder {w}");
+        assert!(
+            !w.contains('{') && !w.contains('$'),
+            "unmapped placeholder {w}"
+        );
     }
 }
