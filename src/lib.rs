@@ -19,5 +19,6 @@ pub mod model;
 pub mod registration;
 pub mod report;
 pub mod simulate;
+pub mod stats;
 
 pub use error::{Error, Result};
