@@ -59,7 +59,8 @@ Outputs (in --out, each written atomically; summary.json last, so it marks a com
   dwi_corrected.nii.gz   the series resampled onto the reference (not with --no-resample)
   dwi_corrected.bval/.bvec/.b   its gradient table with rotated b-vectors (FSL, MRtrix)
   brainmask.nii.gz       the brain mask used (given or computed)
-  report.svg             motion traces over volumes
+  report.svg             motion traces over volumes; title: series name and date (UTC, or
+                         SOURCE_DATE_EPOCH); FD threshold line (--fd-threshold)
   summary.json           parameters, input checksums, per-volume metrics, timings
 With --eddy-outputs PREFIX, FSL eddy's files (eddy's scaled-mm axes, x reversed when det > 0):
   PREFIX.eddy_parameters         tx ty tz (mm) rx ry rz (rad) about the grid centre, then 10
@@ -137,6 +138,14 @@ The report gives the median and the worst volume.
 
 Exit codes: 0 within thresholds; 1 a threshold is exceeded, or a score is not finite (fails
 closed, with or without thresholds); 2 bad usage or bad input.";
+
+/// A positive, finite number of millimetres.
+fn positive_mm(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of mm")),
+    }
+}
 
 /// Fast, exact leave-one-volume-out head-motion estimation for diffusion MRI.
 #[derive(Parser, Debug)]
@@ -344,6 +353,10 @@ pub struct EstimateArgs {
     /// Entities (sub, ses, acq, dir, run …) come from the input's BIDS name.
     #[arg(long, value_name = "DIR", conflicts_with = "no_resample")]
     pub bids_derivatives: Option<PathBuf>,
+    /// Framewise displacement (mm) marked in report.svg: a threshold line and the number of
+    /// volumes above it.
+    #[arg(long, value_name = "MM", default_value_t = 0.5, value_parser = positive_mm)]
+    pub fd_threshold: f64,
     /// Silence progress output.
     #[arg(short, long)]
     pub quiet: bool,

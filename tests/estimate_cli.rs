@@ -21,6 +21,8 @@ fn estimate(out: &Path, extra: &[&str]) -> String {
         ])
         .arg(out)
         .args(extra)
+        // report.svg shows the date: fixed here so that runs compare byte for byte.
+        .env("SOURCE_DATE_EPOCH", "1767225600")
         .output()
         .expect("binary runs");
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -173,6 +175,11 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
         mask.count()
     );
     let svg = std::fs::read_to_string(a.join("report.svg")).unwrap();
+    assert!(
+        svg.contains("Head motion: sample/dwi · 2026-01-01"),
+        "report title names the series and the date"
+    );
+    assert!(svg.contains("class=\"fd-threshold\""));
     assert!(
         svg.starts_with("<svg") || svg.starts_with("<?xml"),
         "report.svg is not SVG"

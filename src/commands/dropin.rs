@@ -224,3 +224,35 @@ pub fn write_bids(plan: &BidsPlan, native: &std::path::Path, dwi: &std::path::Pa
     }
     Ok(())
 }
+
+/// The series' name for the report title: its file name without `.nii[.gz]`, after its
+/// folder's name when the file name alone says little (no BIDS entity, e.g. `dwi`).
+pub fn series_title(dwi: &std::path::Path) -> String {
+    let stem = bids::series_stem(dwi);
+    if stem.contains('-') {
+        return stem;
+    }
+    match dwi
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_owned()))
+    {
+        Some(dir) => format!("{}/{stem}", dir.to_string_lossy()),
+        None => stem,
+    }
+}
+
+/// The date shown in the report: today (UTC), or the day of `SOURCE_DATE_EPOCH` when set (the
+/// reproducible-builds convention), so that reruns can give identical bytes.
+pub fn report_date() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+    crate::report::utc_date(secs)
+}

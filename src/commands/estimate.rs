@@ -166,12 +166,15 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     if let Some(plan) = &bids_plan {
         super::dropin::write_bids(plan, out.dir(), &args.dwi)?;
     }
-    let title = args
-        .dwi
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.write_text("report.svg", &report::svg_report(&title, &rows))?;
+    let report_options = report::ReportOptions {
+        title: &super::dropin::series_title(&args.dwi),
+        date: Some(super::dropin::report_date()),
+        fd_threshold: Some(args.fd_threshold),
+    };
+    out.write_text(
+        "report.svg",
+        &report::svg_report_with(&report_options, &rows),
+    )?;
     stage_seconds.push(("write outputs".into(), t.elapsed().as_secs_f64()));
 
     let mut summary = build_summary(
@@ -253,6 +256,7 @@ fn build_summary(
         ("b0_threshold", json!(g.b0_threshold)),
         ("ignore_b0", json!(g.ignore_b0)),
         ("resample", json!(!args.no_resample)),
+        ("fd_threshold_mm", json!(args.fd_threshold)),
     ]
     .into_iter()
     .chain(pe.into_iter().flat_map(|(p, source, world)| {

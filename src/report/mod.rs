@@ -19,7 +19,7 @@ pub use motion::{
 pub use summary::{
     fnv1a64, peak_memory_mb, Fnv1a64, InputFile, MotionStats, StageTime, Summary, VolumeFit,
 };
-pub use svg::svg_report;
+pub use svg::{svg_report, svg_report_with, utc_date, ReportOptions, DEFAULT_FD_THRESHOLD_MM};
 
 /// Shortest text that parses back to exactly `x` (Rust's `{}` for f64), with −0 written as 0.
 /// Used wherever numbers must survive a round trip (matrices, gradient tables): deterministic

@@ -117,8 +117,51 @@ struct Panel<'a> {
     min_span: f64,
 }
 
-/// The SVG report of a run. `title` is shown as given (e.g. the input file name).
+/// Power's FD above which a volume is commonly flagged (mm): the report's default threshold line.
+pub const DEFAULT_FD_THRESHOLD_MM: f64 = 0.5;
+
+/// The UTC calendar date `YYYY-MM-DD` of `secs` seconds after the Unix epoch (proleptic
+/// Gregorian; Howard Hinnant's civil-from-days).
+pub fn utc_date(secs: i64) -> String {
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// What the report shows besides the motion rows.
+#[derive(Clone, Debug)]
+pub struct ReportOptions<'a> {
+    /// The series' name, shown as given in the title.
+    pub title: &'a str,
+    /// Date shown in the title (e.g. of the run, `YYYY-MM-DD`).
+    pub date: Option<String>,
+    /// FD threshold (mm): a line in the displacement panel and the count of volumes above it.
+    pub fd_threshold: Option<f64>,
+}
+
+/// The SVG report of a run. `title` is shown as given (e.g. the input file name); the FD
+/// threshold line is drawn at [`DEFAULT_FD_THRESHOLD_MM`].
 pub fn svg_report(title: &str, rows: &[MotionRow]) -> String {
+    svg_report_with(
+        &ReportOptions {
+            title,
+            date: None,
+            fd_threshold: Some(DEFAULT_FD_THRESHOLD_MM),
+        },
+        rows,
+    )
+}
+
+/// The SVG report of a run with [`ReportOptions`].
+pub fn svg_report_with(opts: &ReportOptions, rows: &[MotionRow]) -> String {
+    let title = opts.title;
     let n = rows.len();
     let bvals: Vec<f64> = rows.iter().map(|r| r.bvalue).collect();
     let (ids, labels) = shells(&bvals);
@@ -196,8 +239,12 @@ pub fn svg_report(title: &str, rows: &[MotionRow]) -> String {
     // Title block.
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="26" font-size="17" font-weight="bold">Head motion: {}</text>"#,
-        esc(title)
+        r#"<text x="{LEFT}" y="26" font-size="17" font-weight="bold">Head motion: {}{}</text>"#,
+        esc(title),
+        opts.date
+            .as_deref()
+            .map(|d| format!(" · {}", esc(d)))
+            .unwrap_or_default()
     );
     let fd_max = rows.iter().map(|r| r.fd).fold(0.0, f64::max);
     let fd_mean = if n > 1 {
@@ -206,9 +253,19 @@ pub fn svg_report(title: &str, rows: &[MotionRow]) -> String {
         0.0
     };
     let rms_max = rows.iter().map(|r| r.rms_abs).fold(0.0, f64::max);
+    let above = opts
+        .fd_threshold
+        .map(|t| {
+            format!(
+                " · {} above FD {} mm",
+                rows.iter().filter(|r| r.fd > t).count(),
+                t
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         s,
-        r##"<text x="{LEFT}" y="46" fill="#444">{n} volumes · mean FD {fd_mean:.3} mm · max FD {fd_max:.3} mm · max RMS from reference {rms_max:.3} mm</text>"##
+        r##"<text x="{LEFT}" y="46" fill="#444">{n} volumes · mean FD {fd_mean:.3} mm · max FD {fd_max:.3} mm{above} · max RMS from reference {rms_max:.3} mm</text>"##
     );
 
     // b-value strip with legend.
@@ -253,8 +310,14 @@ pub fn svg_report(title: &str, rows: &[MotionRow]) -> String {
 
     for (p, panel) in panels.iter().enumerate() {
         let y0 = TOP + p as f64 * (PANEL_H + PANEL_GAP);
+        // The displacement panel always shows its FD threshold line.
+        let threshold = opts.fd_threshold.filter(|_| p == 2);
         let (lo, hi, step) = y_range(
-            panel.series.iter().flat_map(|s| s.2.iter().copied()),
+            panel
+                .series
+                .iter()
+                .flat_map(|s| s.2.iter().copied())
+                .chain(threshold),
             panel.min_span,
         );
         let ys = |v: f64| y0 + PANEL_H * (hi - v) / (hi - lo);
@@ -368,6 +431,20 @@ pub fn svg_report(title: &str, rows: &[MotionRow]) -> String {
                     );
                 }
             }
+        }
+        if let Some(t) = threshold {
+            let y = ys(t);
+            let _ = writeln!(
+                s,
+                r##"<line class="fd-threshold" x1="{LEFT}" x2="{:.1}" y1="{y:.2}" y2="{y:.2}" stroke="#d62728" stroke-width="1" stroke-dasharray="2,3"><title>FD threshold {t} mm</title></line>"##,
+                LEFT + plot_w
+            );
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.2}" text-anchor="end" font-size="10" fill="#d62728">FD {t} mm</text>"##,
+                LEFT + plot_w - 4.0,
+                y - 3.0
+            );
         }
         // Frame.
         let _ = writeln!(
