@@ -246,9 +246,34 @@ pub struct SimulateArgs {
     /// Store the image with the x axis flipped (det < 0, LAS-like, as many scanners export).
     #[arg(long)]
     pub flip_x: bool,
-    /// Also write clean.nii.gz: the same volumes unmoved and noise-free (float32).
+    /// Also write clean.nii.gz: the same volumes unmoved and noise-free (float32), without
+    /// eddy currents, dropouts or drift.
     #[arg(long)]
     pub clean: bool,
+    /// Eddy-current strength S: each diffusion-weighted volume is displaced along the
+    /// phase-encode axis by a field linear in scanner position, proportional to b and mixed by
+    /// the gradient direction; at S = 1 and b = 1000 the field displaces by about 1.4 mm per
+    /// 100 mm from the isocentre (RMS per axis) plus a ~0.4 mm shift, which gives 0.6-0.8 mm
+    /// median displacement over the brain on a 1000/2000 protocol (like
+    /// ../shared/phantoms/bench_artefacts: 0.67 mm). Displacements scale linearly with S. 0 = none.
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    pub ec: f64,
+    /// Phase-encode direction (BIDS PhaseEncodingDirection): i, i-, j, j-, k or k-.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "j",
+        allow_hyphen_values = true
+    )]
+    pub pe_dir: String,
+    /// Fraction of the diffusion-weighted volumes with signal dropouts: 1-3 interleaved
+    /// slices (third voxel axis) keep 5-40 % of their signal. Listed in artefacts.json.
+    #[arg(long, value_name = "FRAC", default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Signal drift over acquisition order, per cent lost by the last volume (linear plus
+    /// quadratic decline). Listed per volume in artefacts.json.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub drift: f64,
 }
 
 #[derive(Args, Debug)]
