@@ -140,9 +140,13 @@ pub struct EstimateArgs {
     /// Worker threads (0 = all cores). Results are identical for any value.
     #[arg(short = 'j', long = "threads", value_name = "N", default_value_t = 1)]
     pub threads: usize,
-    /// Output folder (created if missing).
+    /// Output folder (created if missing). A folder holding a complete earlier run
+    /// (summary.json) is refused unless --force; one run at a time (a lock file).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace a complete earlier run in --out.
+    #[arg(long)]
+    pub force: bool,
     /// Seed for --order random.
     #[arg(long, value_name = "S", default_value_t = 20250101)]
     pub seed: u64,

@@ -46,8 +46,9 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
     estimate(&a, &["-j", "1", "-q"]);
     estimate(&b, &["-j", "2"]);
     // Each pass fits a fixed snapshot of the data, so the processing order cannot matter.
-    // The folder holds an earlier run's outputs that this run does not rewrite (a corrected
-    // series, a longer series' transform, a summary): none may survive to pass for its own.
+    // The folder holds a complete earlier run (--force replaces it) with outputs this run does
+    // not rewrite (a corrected series, a longer series' transform, a summary): none may
+    // survive to pass for its own.
     let c = tmp.path().join("random");
     let stale = [
         "summary.json",
@@ -70,6 +71,7 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
             "--seed",
             "7",
             "--no-resample",
+            "--force",
         ],
     );
     assert!(

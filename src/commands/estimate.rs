@@ -7,8 +7,8 @@ use crate::estimate::{
     estimate, median_volume, realign, EstimateConfig, MotionEstimate, Order, Progress, Target,
 };
 use crate::image::{Mask, Series};
-use crate::io::atomic::{create_dir, ensure_not_input, remove_stale, write_text};
-use crate::io::gradients::{check_usable, shells};
+use crate::io::gradients::{self, check_usable, shells};
+use crate::io::output::{OutputFolder, SUMMARY};
 use crate::io::{nifti, transforms};
 use crate::model::{FitMethod, ModelKind};
 use crate::registration::{Interpolation, RegistrationConfig};
@@ -16,35 +16,8 @@ use crate::report;
 use crate::{Error, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-/// The corrected series and its gradient tables (not written with `--no-resample`).
-const CORRECTED_OUTPUTS: [&str; 4] = [
-    "dwi_corrected.nii.gz",
-    "dwi_corrected.bval",
-    "dwi_corrected.bvec",
-    "dwi_corrected.b",
-];
-
-/// Remove `vol-NNNN.tfm` files with NNNN ≥ `n` from `dir`: left by an earlier run on a longer
-/// series, they would pass for transforms of this one.
-fn remove_surplus_transforms(dir: &Path, n: usize) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::runtime(format!("cannot list {}: {e}", dir.display())))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let index = name
-            .to_str()
-            .and_then(|s| s.strip_prefix("vol-"))
-            .and_then(|s| s.strip_suffix(".tfm"))
-            .and_then(|s| s.parse::<usize>().ok());
-        if index.is_some_and(|k| k >= n) {
-            remove_stale(&entry.path())?;
-        }
-    }
-    Ok(())
-}
 
 /// Fewest diffusion-weighted volumes for `--model dki` (twice its 22 parameters, minus the
 /// held-out volume, plus the S0 sample).
@@ -54,6 +27,15 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     let started = Instant::now();
     let reporter = Reporter::new(args.quiet);
     let mut stage_seconds: Vec<(String, f64)> = Vec::new();
+
+    // Every path clash, the lock and an earlier complete run are settled before any work.
+    let mut inputs: Vec<(&str, std::path::PathBuf)> = vec![("the DWI series", args.dwi.clone())];
+    inputs.extend(gradients::input_files(&args.dwi, &args.gradients));
+    if let Some(m) = &args.mask {
+        inputs.push(("--mask", m.clone()));
+    }
+    let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(r, p)| (*r, p.as_path())).collect();
+    let mut out = OutputFolder::prepare(&args.out, &inputs, args.force)?;
 
     let t = Instant::now();
     let dwi = load_dwi(&args.dwi, &args.gradients)?;
@@ -89,25 +71,6 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     });
     if passes == 0 {
         return Err(Error::input("--passes must be at least 1"));
-    }
-    let out = &args.out;
-    create_dir(out)?;
-    let inputs: Vec<&Path> = [Some(args.dwi.as_path()), args.mask.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let path = |name: &str| -> Result<PathBuf> {
-        let p = out.join(name);
-        ensure_not_input(&p, &inputs)?;
-        Ok(p)
-    };
-    // A rerun into the same folder: summary.json marks a complete run, so the earlier run's
-    // goes before anything is written, and so do outputs this run will not rewrite.
-    remove_stale(&path("summary.json")?)?;
-    if args.no_resample {
-        for name in CORRECTED_OUTPUTS {
-            remove_stale(&path(name)?)?;
-        }
     }
     reporter.message(&format!(
         "{}: {}x{}x{} voxels, {} volumes; gradients from {}",
@@ -179,40 +142,38 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
 
     // ---- outputs: all atomic; summary.json last, as the mark of a complete run ----
     let t = Instant::now();
+    out.begin_writing(!args.no_resample)?;
     let grid = &dwi.series.grid;
     let rows = report::motion_rows(&result.transforms, &table.bvals, &grid.center_world());
-    write_text(
-        &path("motion.tsv")?,
-        &report::motion_tsv(&rows, &result.transforms),
-    )?;
-    transforms::write_itk(&path("transforms.tfm")?, &result.transforms)?;
-    transforms::write_x5(&path("transforms.x5")?, &result.transforms, Some(grid))?;
-    let xfm_dir = out.join("xfm");
-    create_dir(&xfm_dir)?;
+    out.write_text("motion.tsv", &report::motion_tsv(&rows, &result.transforms))?;
+    transforms::write_itk(&out.path("transforms.tfm"), &result.transforms)?;
+    transforms::write_x5(&out.path("transforms.x5"), &result.transforms, Some(grid))?;
+    out.create_xfm_dir()?;
     for (k, m) in result.transforms.iter().enumerate() {
-        transforms::write_itk(
-            &xfm_dir.join(format!("vol-{k:04}.tfm")),
-            std::slice::from_ref(m),
-        )?;
+        transforms::write_itk(&out.xfm_path(k, "tfm"), std::slice::from_ref(m))?;
     }
-    remove_surplus_transforms(&xfm_dir, result.transforms.len())?;
-    nifti::write_mask(&path("brainmask.nii.gz")?, &mask, Some(&dwi.meta))?;
+    out.remove_surplus_transforms(result.transforms.len())?;
+    nifti::write_mask(&out.path("brainmask.nii.gz"), &mask, Some(&dwi.meta))?;
     let rotated = report::rotate_bvecs(table, &result.transforms);
     if !args.no_resample {
         let corrected: Series =
             pool.install(|| realign(&dwi.series, &result.transforms, Interpolation::CubicBSpline));
-        nifti::write_series(&path("dwi_corrected.nii.gz")?, &corrected, Some(&dwi.meta))?;
+        nifti::write_series(
+            &out.path("dwi_corrected.nii.gz"),
+            &corrected,
+            Some(&dwi.meta),
+        )?;
         let (bval, bvec) = report::fsl_text(&rotated, grid);
-        write_text(&path("dwi_corrected.bval")?, &bval)?;
-        write_text(&path("dwi_corrected.bvec")?, &bvec)?;
-        write_text(&path("dwi_corrected.b")?, &report::mrtrix_text(&rotated))?;
+        out.write_text("dwi_corrected.bval", &bval)?;
+        out.write_text("dwi_corrected.bvec", &bvec)?;
+        out.write_text("dwi_corrected.b", &report::mrtrix_text(&rotated))?;
     }
     let title = args
         .dwi
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    write_text(&path("report.svg")?, &report::svg_report(&title, &rows))?;
+    out.write_text("report.svg", &report::svg_report(&title, &rows))?;
     stage_seconds.push(("write outputs".into(), t.elapsed().as_secs_f64()));
 
     let summary = build_summary(
@@ -225,14 +186,14 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         stage_seconds,
         started,
     );
-    write_text(&path("summary.json")?, &summary)?;
+    out.write_text(SUMMARY, &summary)?;
     reporter.message(&format!(
         "done in {:.1}s: median FD {:.3} mm, outputs in {}",
         started.elapsed().as_secs_f64(),
         median(rows.iter().map(|r| r.fd).collect()),
-        out.display()
+        args.out.display()
     ));
-    Ok(())
+    out.finish()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -252,6 +252,30 @@ pub fn read_mrtrix(path: &Path, n_volumes: usize) -> Result<(Vec<f64>, Vec<[f64;
     ))
 }
 
+/// Every gradient file [`load`] may read for `dwi` with these options, with the option that
+/// names it ("--grad", "--bval", "--bvec", or "gradient sidecar" for every sidecar candidate that
+/// exists): what a command must never overwrite.
+pub fn input_files(dwi: &Path, args: &GradientArgs) -> Vec<(&'static str, PathBuf)> {
+    let mut v = Vec::new();
+    if let Some(g) = &args.grad {
+        v.push(("--grad", g.clone()));
+    }
+    if let Some(b) = &args.bval {
+        v.push(("--bval", b.clone()));
+    }
+    if let Some(b) = &args.bvec {
+        v.push(("--bvec", b.clone()));
+    }
+    let stem = sidecar_stem(dwi);
+    for ext in [".bval", ".bvec", ".b"] {
+        let p = with_ext(&stem, ext);
+        if p.exists() {
+            v.push(("gradient sidecar", p));
+        }
+    }
+    v
+}
+
 /// Load the gradient table of `dwi` from the options, or from BIDS sidecars when none is given.
 pub fn load(
     dwi: &Path,

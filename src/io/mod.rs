@@ -3,4 +3,5 @@
 pub mod atomic;
 pub mod gradients;
 pub mod nifti;
+pub mod output;
 pub mod transforms;
