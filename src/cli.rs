@@ -3,13 +3,130 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-const EXIT_CODES: &str =
-    "Exit codes: 0 success; 2 bad usage or bad input (the message says what to fix); \
-1 failure while running.";
+/// The exit-code paragraph every command's help ends with.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes: 0 success; 2 bad usage or bad input (the message says what to fix);
+1 failure while running."
+    };
+}
+
+/// Where gradients come from when no option names them (every command that reads a DWI).
+macro_rules! gradients_help {
+    () => {
+        "Gradients: --bval/--bvec (FSL, alias --bvals/--bvecs), --fslgrad BVECS BVALS (MRtrix
+order) or --grad (MRtrix b-table). With none of them the sidecars next to the series are used:
+sub-01_dwi.nii.gz -> sub-01_dwi.bval + sub-01_dwi.bvec, else sub-01_dwi.b."
+    };
+}
+
+const TOP_HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs info sub-01_dwi.nii.gz
+  nifreeze-rs estimate sub-01_dwi.nii.gz --model dti -j 4 --out sub-01_hmc
+
+Every transform written maps points of the reference (fixed) image, RAS mm, to where they are
+in the moving volume (ITK/ANTs fixed->moving, nitransforms' convention).
+
+",
+    exit_codes!()
+);
+
+const INFO_HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs info sub-01_dwi.nii.gz
+  nifreeze-rs info dwi.nii.gz --bval dwi.bval --bvec dwi.bvec --json > dwi.json
+
+",
+    gradients_help!(),
+    "\n\n",
+    exit_codes!()
+);
+
+const ESTIMATE_HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs estimate sub-01_dwi.nii.gz --model dti -j 4 --out sub-01_hmc
+  nifreeze-rs estimate dwi.nii.gz --fslgrad dwi.bvec dwi.bval --mask brain.nii.gz \\
+      --model dki --nthreads 8 --out hmc
+
+Outputs (in --out, each written atomically; summary.json last, so it marks a complete run):
+  motion.tsv             per volume: tx ty tz (mm) rx ry rz (deg) about the volume centre,
+                         FD, RMS (abs, rel), then the 4x4 RAS matrix m00..m33
+  transforms.tfm         all volumes, one ITK text file (nitransforms reads it)
+  xfm/vol-NNNN.tfm       one ITK text transform per volume (antsApplyTransforms)
+  transforms.x5          all volumes in one X5 (HDF5) file
+  dwi_corrected.nii.gz   the series resampled onto the reference (not with --no-resample)
+  dwi_corrected.bval/.bvec/.b   its gradient table with rotated b-vectors (FSL, MRtrix)
+  brainmask.nii.gz       the brain mask used (given or computed)
+  report.svg             motion traces over volumes
+  summary.json           parameters, input checksums, per-volume metrics, timings
+
+Transforms: every matrix maps a point of the reference head (the b=0 median, RAS mm) to where
+it is in volume k: corrected_k(x) = volume_k(T_k x) (ITK/ANTs fixed->moving, nitransforms).
+
+",
+    gradients_help!(),
+    "\n\n",
+    exit_codes!()
+);
+
+const PREDICT_HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs predict sub-01_dwi.nii.gz --model dti --volume 5 --out pred-5.nii.gz
+  nifreeze-rs predict dwi.nii.gz --model dki --volume 3,17,40 -j 4 --out pred.nii.gz
+
+The prediction of volume K comes from the model fitted to every other volume (leave one out),
+in the frame of the input series (no motion correction).
+
+",
+    gradients_help!(),
+    "\n\n",
+    exit_codes!()
+);
+
+const REGISTER_HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs register --fixed b0.nii.gz --moving dwi.nii.gz --volume 7 --out vol-7.tfm
+  nifreeze-rs register --fixed t1.nii.gz --moving mean_b0.nii.gz --transform affine \\
+      --out xfm.mat --resampled mean_b0_in_t1.nii.gz
+
+The transform maps points of the fixed image (RAS mm) to where they are in the moving image
+(ITK/ANTs fixed->moving): resampled(x) = moving(T x), as antsApplyTransforms -r fixed -t xfm
+applies it. The metric is least squares with a fitted intensity scale and offset (same contrast).
+
+",
+    exit_codes!()
+);
+
+const SIMULATE_HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs simulate --out phantom --seed 7
+  nifreeze-rs simulate --out ph --shells 1000:30 --b0 3 --voxel-size 2 --max-rot 6 --clean
+
+Writes dwi.nii.gz (int16), dwi.bval/.bvec (FSL), dwi.b (MRtrix), brainmask.nii.gz,
+truth.tsv (per volume: the true RAS reference->volume matrix m00..m33 and its parameters),
+phantom.json, and clean.nii.gz with --clean. The same --seed gives the same bytes.
+
+",
+    exit_codes!()
+);
+
+const COMPARE_HELP: &str = "Examples:
+  nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv --mask ph/brainmask.nii.gz
+  nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv \\
+      --mask ph/brainmask.nii.gz --max-median-mm 0.2 --max-worst-mm 0.5 --json
+
+Error measure (as ../shared/tools/score.py): for volume k, the mean over brain points x
+(every 7th mask voxel) of |E_k x - T_k G x| in mm, E_k the estimated and T_k the true
+reference->volume matrix, G one rigid transform common to all volumes (least-squares fit: a
+motion estimate's reference frame is arbitrary, so a constant offset is not an error).
+The report gives the median and the worst volume.
+
+Exit codes: 0 within thresholds; 1 a threshold is exceeded; 2 bad usage or bad input.";
 
 /// Fast, exact leave-one-volume-out head-motion estimation for diffusion MRI.
 #[derive(Parser, Debug)]
-#[command(name = "nifreeze-rs", version, about, long_about = None, after_help = EXIT_CODES)]
+#[command(name = "nifreeze-rs", version, about, long_about = None, after_help = TOP_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -18,24 +135,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Describe a DWI series: grid, orientation, datatype, shells, gradient source.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = INFO_HELP)]
     Info(InfoArgs),
     /// Estimate head motion volume by volume (leave one out, predict, register).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = ESTIMATE_HELP)]
     Estimate(EstimateArgs),
     /// Write the leave-one-volume-out model prediction of chosen volumes.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = PREDICT_HELP)]
     Predict(PredictArgs),
     /// Register one image (moving) to another (fixed) and write the transform.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = REGISTER_HELP)]
     Register(RegisterArgs),
     /// Simulate a realistic multi-shell DWI series with known rigid head motion.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = SIMULATE_HELP)]
     Simulate(SimulateArgs),
     /// Compare estimated transforms with the truth (a one-line CI regression check).
-    #[command(
-        after_help = "Exit codes: 0 within thresholds; 1 a threshold is exceeded; 2 bad usage or bad input."
-    )]
+    #[command(after_help = COMPARE_HELP)]
     Compare(CompareArgs),
 }
 
@@ -44,11 +159,26 @@ pub enum Command {
 #[derive(Args, Debug, Clone, Default)]
 pub struct GradientArgs {
     /// FSL b-values file (use with --bvec).
-    #[arg(long, value_name = "FILE", requires = "bvec", conflicts_with = "grad")]
+    #[arg(
+        long,
+        visible_alias = "bvals",
+        value_name = "FILE",
+        requires = "bvec",
+        conflicts_with_all = ["grad", "fslgrad"]
+    )]
     pub bval: Option<PathBuf>,
-    /// FSL b-vectors file (use with --bval).
-    #[arg(long, value_name = "FILE", requires = "bval", conflicts_with = "grad")]
+    /// FSL b-vectors file, image axes (use with --bval).
+    #[arg(
+        long,
+        visible_alias = "bvecs",
+        value_name = "FILE",
+        requires = "bval",
+        conflicts_with_all = ["grad", "fslgrad"]
+    )]
     pub bvec: Option<PathBuf>,
+    /// FSL b-vectors and b-values files, in MRtrix's order (`-fslgrad bvecs bvals`).
+    #[arg(long, num_args = 2, value_names = ["BVECS", "BVALS"], conflicts_with = "grad")]
+    pub fslgrad: Option<Vec<PathBuf>>,
     /// MRtrix b-table: one row `x y z b` per volume, scanner RAS, b in s/mm².
     #[arg(long, value_name = "FILE")]
     pub grad: Option<PathBuf>,
@@ -58,6 +188,17 @@ pub struct GradientArgs {
     /// Allow series without b=0 volumes (S0 = 98th percentile of the masked data).
     #[arg(long)]
     pub ignore_b0: bool,
+}
+
+impl GradientArgs {
+    /// The FSL (bval, bvec) pair, from --bval/--bvec or from --fslgrad (given bvecs first).
+    pub fn fsl_files(&self) -> Option<(&PathBuf, &PathBuf)> {
+        match (&self.bval, &self.bvec, &self.fslgrad) {
+            (Some(bval), Some(bvec), _) => Some((bval, bvec)),
+            (_, _, Some(pair)) if pair.len() == 2 => Some((&pair[1], &pair[0])),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -83,7 +224,9 @@ pub enum ModelChoice {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PredictModelChoice {
+    /// Diffusion tensor (DIPY TensorModel).
     Dti,
+    /// Diffusion kurtosis (DIPY DiffusionKurtosisModel); needs two non-zero shells.
     Dki,
 }
 
@@ -124,12 +267,13 @@ pub struct EstimateArgs {
     /// Model fit method.
     #[arg(long, value_enum, default_value_t = FitMethodChoice::Wls)]
     pub fit_method: FitMethodChoice,
-    /// Transform model for each volume.
+    /// Transform model for each volume: rigid (6 parameters) or affine (12).
     #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
     pub transform: TransformChoice,
     /// Order in which volumes are processed. Each pass fits a fixed snapshot of the data, so
     /// the estimates are identical for every order (and every -j); it only changes the log.
-    #[arg(long, value_enum, default_value_t = OrderChoice::Linear)]
+    /// Hidden from --help for that reason; accepted for nifreeze command lines.
+    #[arg(long, value_enum, default_value_t = OrderChoice::Linear, hide = true)]
     pub order: OrderChoice,
     /// Model passes over the series, each refitting the model to the original data realigned
     /// with the current estimates. Default: 1 for dti and b0, 2 for dki (measured: a second
@@ -138,7 +282,13 @@ pub struct EstimateArgs {
     #[arg(long, value_name = "N")]
     pub passes: Option<usize>,
     /// Worker threads (0 = all cores). Results are identical for any value.
-    #[arg(short = 'j', long = "threads", value_name = "N", default_value_t = 1)]
+    #[arg(
+        short = 'j',
+        long = "threads",
+        visible_alias = "nthreads",
+        value_name = "N",
+        default_value_t = 1
+    )]
     pub threads: usize,
     /// Output folder (created if missing). A folder holding a complete earlier run
     /// (summary.json) is refused unless --force; one run at a time (a lock file).
@@ -147,8 +297,8 @@ pub struct EstimateArgs {
     /// Replace a complete earlier run in --out.
     #[arg(long)]
     pub force: bool,
-    /// Seed for --order random.
-    #[arg(long, value_name = "S", default_value_t = 20250101)]
+    /// Seed for --order random (only the log order; hidden with it).
+    #[arg(long, value_name = "S", default_value_t = 20250101, hide = true)]
     pub seed: u64,
     /// Do not write the motion-corrected series.
     #[arg(long)]
@@ -164,8 +314,10 @@ pub struct PredictArgs {
     pub dwi: PathBuf,
     #[command(flatten)]
     pub gradients: GradientArgs,
+    /// Diffusion model fitted to the other volumes.
     #[arg(long, value_enum)]
     pub model: PredictModelChoice,
+    /// Model fit method.
     #[arg(long, value_enum, default_value_t = FitMethodChoice::Wls)]
     pub fit_method: FitMethodChoice,
     /// Brain mask on the DWI grid (default: computed automatically).
@@ -175,7 +327,13 @@ pub struct PredictArgs {
     #[arg(long, value_name = "K[,K...]", value_delimiter = ',', required = true)]
     pub volume: Vec<usize>,
     /// Worker threads (0 = all cores). Results are identical for any value.
-    #[arg(short = 'j', long = "threads", value_name = "N", default_value_t = 1)]
+    #[arg(
+        short = 'j',
+        long = "threads",
+        visible_alias = "nthreads",
+        value_name = "N",
+        default_value_t = 1
+    )]
     pub threads: usize,
     /// Output NIfTI (float32, one volume per --volume).
     #[arg(long, value_name = "FILE")]
@@ -193,16 +351,23 @@ pub struct RegisterArgs {
     /// Volume index used when the moving (or fixed) image is 4-D.
     #[arg(long, value_name = "K")]
     pub volume: Option<usize>,
-    /// Fixed-image mask.
+    /// Fixed-image mask: only its voxels drive the metric.
     #[arg(long, value_name = "FILE")]
     pub mask: Option<PathBuf>,
+    /// Transform model: rigid (6 parameters) or affine (12).
     #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
     pub transform: TransformChoice,
     /// Initial transform (ITK text file).
     #[arg(long, value_name = "XFM")]
     pub init: Option<PathBuf>,
     /// Worker threads (0 = all cores). Results are identical for any value.
-    #[arg(short = 'j', long = "threads", value_name = "N", default_value_t = 1)]
+    #[arg(
+        short = 'j',
+        long = "threads",
+        visible_alias = "nthreads",
+        value_name = "N",
+        default_value_t = 1
+    )]
     pub threads: usize,
     /// Output transform: ITK text (.tfm, .txt), ANTs binary (.mat) or X5 (.x5, .h5).
     #[arg(long, value_name = "FILE")]
@@ -217,8 +382,10 @@ pub struct RegisterArgs {
 
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
+    /// Output folder (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Random seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Shells as b:count pairs.
@@ -297,6 +464,7 @@ pub struct CompareArgs {
     /// Fail (exit 1) when the worst per-volume error exceeds this (mm).
     #[arg(long, value_name = "Y")]
     pub max_worst_mm: Option<f64>,
+    /// Print the report as JSON (median, worst, per-volume errors) instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -242,9 +242,11 @@ fn align_b0s(
     if b0.len() < 2 {
         return Ok(reference);
     }
-    let total = 2 * b0.len();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    for _round in 0..2 {
+    // Progress counts the b=0 volumes of each round (a stage per round), not volumes × rounds.
+    let total = b0.len();
+    for round in 1..=2 {
+        let stage = format!("b0 alignment {round}/2");
+        let done = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<Matrix4<f64>>> = b0
             .par_iter()
             .map(|&k| {
@@ -257,7 +259,7 @@ fn align_b0s(
                 )?;
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 progress(&Progress {
-                    stage: "b0 alignment",
+                    stage: &stage,
                     done: d,
                     total,
                 });
@@ -291,10 +293,18 @@ fn link_shells(
     transforms: &mut [Matrix4<f64>],
     reference: &Volume,
     mask: &Mask,
+    progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<()> {
     if shell_list.is_empty() {
         return Ok(());
     }
+    // Progress in shells: each takes a resampling of its volumes and one registration.
+    let total = shell_list.len();
+    progress(&Progress {
+        stage: "shell link",
+        done: 0,
+        total,
+    });
     let means: Vec<Volume> = shell_list
         .par_iter()
         .map(|sh| {
@@ -322,6 +332,11 @@ fn link_shells(
         for &k in &sh.indices {
             transforms[k] *= link;
         }
+        progress(&Progress {
+            stage: "shell link",
+            done: s + 1,
+            total,
+        });
     }
     Ok(())
 }
@@ -523,8 +538,20 @@ pub fn estimate(
     }
     if matches!(cfg.target, Target::Model(_)) && !b0.is_empty() {
         let t = Instant::now();
-        link_shells(series, &shell_list, &mut transforms, &reference, mask)?;
+        link_shells(
+            series,
+            &shell_list,
+            &mut transforms,
+            &reference,
+            mask,
+            progress,
+        )?;
         stage_seconds.push(("shell-to-b0 link".to_string(), t.elapsed().as_secs_f64()));
+    }
+    // Products of registrations can leave the affine's bottom row 1 ulp off (m33 =
+    // 1.000000000000001); it is 0 0 0 1 by definition, and motion.tsv and X5 print it.
+    for t in &mut transforms {
+        t.set_row(3, &nalgebra::RowVector4::new(0.0, 0.0, 0.0, 1.0));
     }
     Ok(MotionEstimate {
         transforms,

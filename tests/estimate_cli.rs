@@ -9,8 +9,9 @@ use nifreeze::report::read_motion_tsv;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn estimate(out: &Path, extra: &[&str]) {
-    let status = Command::new(env!("CARGO_BIN_EXE_nifreeze-rs"))
+/// Run estimate on the sample; returns its log (stderr, a pipe here: the plain-line form).
+fn estimate(out: &Path, extra: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_nifreeze-rs"))
         .args([
             "estimate",
             "data/sample/dwi.nii.gz",
@@ -20,9 +21,11 @@ fn estimate(out: &Path, extra: &[&str]) {
         ])
         .arg(out)
         .args(extra)
-        .status()
+        .output()
         .expect("binary runs");
-    assert!(status.success(), "estimate failed: {status}");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "estimate failed: {log}");
+    log
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -44,7 +47,25 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("j1"), tmp.path().join("j2"));
     estimate(&a, &["-j", "1", "-q"]);
-    estimate(&b, &["-j", "2"]);
+    let log = estimate(&b, &["-j", "2"]);
+    // The log counts b=0 volumes per round (3 in the sample), and the last stages report too.
+    let n_b0 = std::fs::read_to_string("data/sample/dwi.bval")
+        .unwrap()
+        .split_whitespace()
+        .filter(|t| t.parse::<f64>().unwrap() <= 50.0)
+        .count();
+    for expected in [
+        format!("b0 alignment 1/2: started ({n_b0} volumes)"),
+        format!("b0 alignment 2/2: volume {n_b0}/{n_b0}"),
+        "shell link: started".to_string(),
+        "writing outputs".to_string(),
+    ] {
+        assert!(log.contains(&expected), "log lacks '{expected}':\n{log}");
+    }
+    assert!(
+        !log.contains(&format!("/{}", 2 * n_b0)),
+        "b=0 count doubled:\n{log}"
+    );
     // Each pass fits a fixed snapshot of the data, so the processing order cannot matter.
     // The folder holds a complete earlier run (--force replaces it) with outputs this run does
     // not rewrite (a corrected series, a longer series' transform, a summary): none may
@@ -93,6 +114,15 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
     let n = 27;
     let motion = read_motion_tsv(&std::fs::read_to_string(a.join("motion.tsv")).unwrap()).unwrap();
     assert_eq!(motion.len(), n);
+    // The bottom row of every matrix is written exactly 0 0 0 1.
+    for line in std::fs::read_to_string(a.join("motion.tsv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f[f.len() - 4..], ["0", "0", "0", "1"], "{line}");
+    }
     let multi = transforms::read_itk(&a.join("transforms.tfm")).unwrap();
     let x5 = transforms::read_x5(&a.join("transforms.x5")).unwrap();
     assert_eq!((multi.len(), x5.len()), (n, n));

@@ -41,6 +41,7 @@ fn load() -> (
         bval: Some(data("dwi.bval")),
         bvec: Some(data("dwi.bvec")),
         grad: None,
+        fslgrad: None,
         b0_threshold: 50.0,
         ignore_b0: false,
     };

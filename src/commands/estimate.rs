@@ -142,6 +142,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
 
     // ---- outputs: all atomic; summary.json last, as the mark of a complete run ----
     let t = Instant::now();
+    reporter.message("writing outputs");
     out.begin_writing(!args.no_resample)?;
     let grid = &dwi.series.grid;
     let rows = report::motion_rows(&result.transforms, &table.bvals, &grid.center_world());
@@ -156,6 +157,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     nifti::write_mask(&out.path("brainmask.nii.gz"), &mask, Some(&dwi.meta))?;
     let rotated = report::rotate_bvecs(table, &result.transforms);
     if !args.no_resample {
+        reporter.message("resampling and writing the corrected series");
         let corrected: Series =
             pool.install(|| realign(&dwi.series, &result.transforms, Interpolation::CubicBSpline));
         nifti::write_series(
@@ -219,8 +221,8 @@ fn build_summary(
     let g = &args.gradients;
     let mut inputs = vec![("dwi", Some(args.dwi.clone())), ("mask", args.mask.clone())];
     inputs.extend([
-        ("bval", g.bval.clone()),
-        ("bvec", g.bvec.clone()),
+        ("bval", g.fsl_files().map(|(b, _)| b.clone())),
+        ("bvec", g.fsl_files().map(|(_, v)| v.clone())),
         ("grad", g.grad.clone()),
     ]);
     let inputs = inputs

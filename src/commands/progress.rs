@@ -1,5 +1,6 @@
 //! Progress for people and for batch logs: an indicatif bar when stderr is a terminal,
-//! otherwise plain timestamped lines (every 10 % of a stage or every 30 s), nothing with --quiet.
+//! otherwise plain timestamped lines (at the start of a stage, every 10 % of it or every 30 s),
+//! nothing with --quiet. Stages count volumes, except the shell link, which counts shells.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -56,8 +57,16 @@ impl Reporter {
         if self.quiet {
             return;
         }
+        let unit = unit(stage);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.stage != stage {
+            if !self.terminal {
+                // A stage that takes long before its first step completes is not silent.
+                eprintln!(
+                    "[{:>7.1}s] {stage}: started ({total} {unit}s)",
+                    self.start.elapsed().as_secs_f64()
+                );
+            }
             if let Some(b) = st.bar.take() {
                 b.finish_and_clear();
             }
@@ -68,7 +77,7 @@ impl Reporter {
                 let b = ProgressBar::new(total as u64);
                 b.set_style(
                     ProgressStyle::with_template(
-                        "{msg:>14} [{bar:30}] {pos}/{len} volumes  {elapsed_precise} ETA {eta}",
+                        &format!("{{msg:>14}} [{{bar:30}}] {{pos}}/{{len}} {unit}s  {{elapsed_precise}} ETA {{eta}}"),
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
@@ -83,7 +92,7 @@ impl Reporter {
                 b.finish_and_clear();
                 st.bar = None;
                 drop(st);
-                self.message(&format!("{stage}: {total} volumes done"));
+                self.message(&format!("{stage}: {total} {unit}s done"));
             }
             return;
         }
@@ -102,9 +111,18 @@ impl Reporter {
                 f64::NAN
             };
             eprintln!(
-                "[{:>7.1}s] {stage}: volume {done}/{total}, stage elapsed {el:.1}s, ETA {eta:.0}s",
+                "[{:>7.1}s] {stage}: {unit} {done}/{total}, stage elapsed {el:.1}s, ETA {eta:.0}s",
                 self.start.elapsed().as_secs_f64()
             );
         }
+    }
+}
+
+/// What a stage counts: the shell link steps through shells, every other stage through volumes.
+fn unit(stage: &str) -> &'static str {
+    if stage.starts_with("shell link") {
+        "shell"
+    } else {
+        "volume"
     }
 }

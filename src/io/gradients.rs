@@ -266,6 +266,9 @@ pub fn input_files(dwi: &Path, args: &GradientArgs) -> Vec<(&'static str, PathBu
     if let Some(b) = &args.bvec {
         v.push(("--bvec", b.clone()));
     }
+    for f in args.fslgrad.iter().flatten() {
+        v.push(("--fslgrad", f.clone()));
+    }
     let stem = sidecar_stem(dwi);
     for ext in [".bval", ".bvec", ".b"] {
         let p = with_ext(&stem, ext);
@@ -291,7 +294,7 @@ pub fn load(
     let (bvals, vecs, source) = if let Some(grad) = &args.grad {
         let (b, v) = read_mrtrix(grad, n_volumes)?;
         (b, v, format!("MRtrix b-table {}", file(grad)))
-    } else if let (Some(bval), Some(bvec)) = (&args.bval, &args.bvec) {
+    } else if let Some((bval, bvec)) = args.fsl_files() {
         let (b, v) = read_fsl(bval, bvec, grid, n_volumes)?;
         (b, v, format!("FSL {} + {}", file(bval), file(bvec)))
     } else {
