@@ -465,6 +465,20 @@ pub struct CompareArgs {
     #[arg(long, value_name = "Y")]
     pub max_worst_mm: Option<f64>,
     /// Print the report as JSON (median, worst, per-volume errors) instead of a table.
+    /// The simulator's artefact list (artefacts.json: `dropouts`, volume -> [[slice,
+    /// fraction], ...]); with --outliers, report how well dropout slices were detected
+    /// (recall over slices keeping at most 40 % of their signal; precision over all reported).
+    #[arg(long, value_name = "FILE", requires = "outliers")]
+    pub artefacts: Option<PathBuf>,
+    /// outliers.tsv written by `estimate` (volume and slice columns).
+    #[arg(long, value_name = "FILE", requires = "artefacts")]
+    pub outliers: Option<PathBuf>,
+    /// Fail (exit 1) when the dropout detection recall is below this.
+    #[arg(long, value_name = "R", requires = "artefacts")]
+    pub min_recall: Option<f64>,
+    /// Fail (exit 1) when the dropout detection precision is below this.
+    #[arg(long, value_name = "P", requires = "artefacts")]
+    pub min_precision: Option<f64>,
     #[arg(long)]
     pub json: bool,
 }

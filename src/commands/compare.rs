@@ -2,7 +2,10 @@
 //! and fail with exit code 1 when a threshold is exceeded — a one-line CI regression check.
 
 use crate::cli::CompareArgs;
-use crate::compare::{parse_matrices, sample_points, score, Score};
+use crate::compare::{
+    parse_dropouts, parse_matrices, parse_outlier_slices, sample_points, score, score_detection,
+    DetectionScore, Score, DROPOUT_MAX_FRACTION,
+};
 use crate::image::Mask;
 use crate::io::nifti::read_volume;
 use crate::{Error, Result};
@@ -27,6 +30,25 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             }
         }
     }
+    for (flag, v) in [
+        ("--min-recall", args.min_recall),
+        ("--min-precision", args.min_precision),
+    ] {
+        if let Some(v) = v {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::input(format!("{flag} {v} must be within [0, 1]")));
+            }
+        }
+    }
+    let detection = match (&args.artefacts, &args.outliers) {
+        (Some(a), Some(o)) => {
+            let truth = parse_dropouts(&read_text(a, "artefact list")?, &a.display().to_string())?;
+            let reported =
+                parse_outlier_slices(&read_text(o, "outlier list")?, &o.display().to_string())?;
+            Some(score_detection(&truth, &reported, DROPOUT_MAX_FRACTION))
+        }
+        _ => None,
+    };
     let truth = parse_matrices(
         &read_text(&args.truth, "truth")?,
         &args.truth.display().to_string(),
@@ -65,13 +87,38 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             ));
         }
     }
+    if let Some(d) = &detection {
+        if let Some(r) = args.min_recall {
+            if d.recall < r {
+                failures.push(format!(
+                    "dropout recall {:.3} is below --min-recall {r}",
+                    d.recall
+                ));
+            }
+        }
+        if let Some(p) = args.min_precision {
+            if d.precision < p {
+                failures.push(format!(
+                    "dropout precision {:.3} is below --min-precision {p}",
+                    d.precision
+                ));
+            }
+        }
+    }
     if args.json {
-        print_json(&s, args, failures.is_empty());
+        print_json(&s, detection.as_ref(), args, failures.is_empty());
     } else {
         print_table(&s);
+        if let Some(d) = &detection {
+            print_detection(d);
+        }
     }
     if failures.is_empty() {
-        if args.max_median_mm.is_some() || args.max_worst_mm.is_some() {
+        if args.max_median_mm.is_some()
+            || args.max_worst_mm.is_some()
+            || args.min_recall.is_some()
+            || args.min_precision.is_some()
+        {
             eprintln!("compare: PASS (all thresholds met)");
         }
         Ok(())
@@ -107,9 +154,29 @@ fn print_table(s: &Score) {
     );
 }
 
-/// JSON with score.py's keys (plus thresholds and the verdict).
-fn print_json(s: &Score, args: &CompareArgs, pass: bool) {
+fn print_detection(d: &DetectionScore) {
+    println!(
+        "# dropout detection: recall {:.3} ({} of {} slices with <= {:.0} % signal found)  precision {:.3} ({} of {} reported slices are dropouts)",
+        d.recall,
+        d.found,
+        d.true_dropouts,
+        DROPOUT_MAX_FRACTION * 100.0,
+        d.precision,
+        d.correct,
+        d.reported
+    );
+    for (v, s, f) in &d.missed {
+        println!("# missed: volume {v} slice {s} ({:.0} % signal)", f * 100.0);
+    }
+    for (v, s) in &d.false_positives {
+        println!("# false positive: volume {v} slice {s}");
+    }
+}
+
+/// JSON with score.py's keys (plus thresholds, the dropout detection and the verdict).
+fn print_json(s: &Score, detection: Option<&DetectionScore>, args: &CompareArgs, pass: bool) {
     let v = json!({
+        "dropout_detection": detection,
         "volumes": s.volumes,
         "points": s.points,
         "true_motion_mean_mm": s.true_motion_mean_mm,
@@ -119,7 +186,8 @@ fn print_json(s: &Score, args: &CompareArgs, pass: bool) {
         "global_offset_mm": s.global_offset_mm,
         "per_volume_aligned_mean_mm": s.per_volume_aligned_mean_mm,
         "per_volume_raw_mean_mm": s.per_volume_raw_mean_mm,
-        "thresholds": {"max_median_mm": args.max_median_mm, "max_worst_mm": args.max_worst_mm},
+        "thresholds": {"max_median_mm": args.max_median_mm, "max_worst_mm": args.max_worst_mm,
+                       "min_recall": args.min_recall, "min_precision": args.min_precision},
         "pass": pass,
     });
     println!(
