@@ -60,6 +60,14 @@ Outputs (in --out, each written atomically; summary.json last, so it marks a com
   brainmask.nii.gz       the brain mask used (given or computed)
   report.svg             motion traces over volumes
   summary.json           parameters, input checksums, per-volume metrics, timings
+With --eddy-outputs PREFIX, FSL eddy's files (eddy's scaled-mm axes, x reversed when det > 0):
+  PREFIX.eddy_parameters         tx ty tz (mm) rx ry rz (rad) about the grid centre, then 10
+                                 eddy-current terms (zero for the rigid model)
+  PREFIX.eddy_movement_rms       RMS displacement over the mask: from reference, from previous
+  PREFIX.eddy_restricted_movement_rms   the same without translation along the phase encoding
+                                 (PhaseEncodingDirection of the JSON sidecar, else j)
+  PREFIX.eddy_rotated_bvecs      the corrected series' b-vectors (FSL)
+  (.eddy_outlier_map and .eddy_outlier_n_stdev_map only when outliers were detected)
 
 Transforms: every matrix maps a point of the reference head (the b=0 median, RAS mm) to where
 it is in volume k: corrected_k(x) = volume_k(T_k x) (ITK/ANTs fixed->moving, nitransforms).
@@ -303,6 +311,12 @@ pub struct EstimateArgs {
     /// Do not write the motion-corrected series.
     #[arg(long)]
     pub no_resample: bool,
+    /// Also write FSL eddy's motion files for pipelines that read them (QSIPrep, eddy_quad):
+    /// PREFIX.eddy_parameters, .eddy_movement_rms, .eddy_restricted_movement_rms,
+    /// .eddy_rotated_bvecs; a relative PREFIX lies in --out. The outlier maps are written only
+    /// when outliers were detected.
+    #[arg(long, value_name = "PREFIX")]
+    pub eddy_outputs: Option<PathBuf>,
     /// Silence progress output.
     #[arg(short, long)]
     pub quiet: bool,

@@ -36,6 +36,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     }
     let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(r, p)| (*r, p.as_path())).collect();
     let mut out = OutputFolder::prepare(&args.out, &inputs, args.force)?;
+    let eddy_plan = super::dropin::plan_eddy(args, &out)?;
 
     let t = Instant::now();
     let dwi = load_dwi(&args.dwi, &args.gradients)?;
@@ -169,6 +170,9 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         out.write_text("dwi_corrected.bval", &bval)?;
         out.write_text("dwi_corrected.bvec", &bvec)?;
         out.write_text("dwi_corrected.b", &report::mrtrix_text(&rotated))?;
+    }
+    if let Some(plan) = &eddy_plan {
+        super::dropin::write_eddy(plan, &result.transforms, grid, &mask, &rotated, None, None)?;
     }
     let title = args
         .dwi

@@ -2,6 +2,7 @@
 //! This is the only layer that touches both the CLI and the file system.
 
 mod compare;
+mod dropin;
 mod estimate;
 mod info;
 mod input;

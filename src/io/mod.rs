@@ -1,6 +1,8 @@
 //! Reading and writing files: NIfTI images, gradient tables, transforms; atomic output.
 
 pub mod atomic;
+pub mod bids;
+pub mod eddy_files;
 pub mod gradients;
 pub mod nifti;
 pub mod output;
