@@ -110,10 +110,14 @@ const SIMULATE_HELP: &str = concat!(
     "Examples:
   nifreeze-rs simulate --out phantom --seed 7
   nifreeze-rs simulate --out ph --shells 1000:30 --b0 3 --voxel-size 2 --max-rot 6 --clean
+  nifreeze-rs simulate --out ph --ec 1 --pe-dir j- --dropout 0.1 --drift 5 --clean
 
 Writes dwi.nii.gz (int16), dwi.bval/.bvec (FSL), dwi.b (MRtrix), brainmask.nii.gz,
 truth.tsv (per volume: the true RAS reference->volume matrix m00..m33 and its parameters),
 phantom.json, and clean.nii.gz with --clean. The same --seed gives the same bytes.
+With --ec/--dropout/--drift, truth.tsv holds the full map (head motion, then the eddy-current
+distortion), truth_rigid.tsv the head motion alone, and artefacts.json (the schema of
+../shared/phantoms/bench_artefacts) the dropout slices, the drift and the rigid truth.
 
 ",
     exit_codes!()
@@ -123,6 +127,8 @@ const COMPARE_HELP: &str = "Examples:
   nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv --mask ph/brainmask.nii.gz
   nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv \\
       --mask ph/brainmask.nii.gz --max-median-mm 0.2 --max-worst-mm 0.5 --json
+  nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv \
+      --mask ph/brainmask.nii.gz --artefacts ph/artefacts.json --outliers est/outliers.tsv
 
 Error measure (as ../shared/tools/score.py): for volume k, the mean over brain points x
 (every 7th mask voxel) of |E_k x - T_k G x| in mm, E_k the estimated and T_k the true
@@ -478,7 +484,6 @@ pub struct CompareArgs {
     /// Fail (exit 1) when the worst per-volume error exceeds this (mm).
     #[arg(long, value_name = "Y")]
     pub max_worst_mm: Option<f64>,
-    /// Print the report as JSON (median, worst, per-volume errors) instead of a table.
     /// The simulator's artefact list (artefacts.json: `dropouts`, volume -> [[slice,
     /// fraction], ...]); with --outliers, report how well dropout slices were detected
     /// (recall over slices keeping at most 40 % of their signal; precision over all reported).
@@ -493,6 +498,7 @@ pub struct CompareArgs {
     /// Fail (exit 1) when the dropout detection precision is below this.
     #[arg(long, value_name = "P", requires = "artefacts")]
     pub min_precision: Option<f64>,
+    /// Print the report as JSON (median, worst, per-volume errors) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
