@@ -230,7 +230,8 @@ pub struct InfoArgs {
 pub enum ModelChoice {
     /// Diffusion tensor (DIPY TensorModel).
     Dti,
-    /// Diffusion kurtosis (DIPY DiffusionKurtosisModel); needs two non-zero shells.
+    /// Diffusion kurtosis (DIPY DiffusionKurtosisModel); needs two non-zero shells and every
+    /// leave-one-out fit determined (at least 22 diffusion-weighted volumes); warns below 44.
     Dki,
     /// No diffusion model: every volume is registered to the median b=0 (a cheap baseline).
     B0,

@@ -16,9 +16,9 @@
 //! of threads (bit for bit). The order only decides which volume is reported first.
 
 use crate::image::{Mask, Series, Volume};
-use crate::io::gradients::{shells, GradientTable, Shell};
+use crate::io::gradients::{check_usable, shells, GradientTable, Shell};
 use crate::mask::dilate;
-use crate::model::{EngineOptions, FitMethod, LovoEngine, ModelKind};
+use crate::model::{requirements, EngineOptions, FitMethod, LovoEngine, ModelKind};
 use crate::registration::mutual_information::{register_mi, MiConfig};
 use crate::registration::{register, resample, Interpolation, RegistrationConfig};
 use crate::report::rotate_bvecs;
@@ -63,6 +63,32 @@ pub struct EstimateConfig {
     pub b0_threshold: f64,
     /// S0 from the 98th percentile of the data instead of the b=0 median (nifreeze's ignore_bzero).
     pub ignore_b0: bool,
+}
+
+impl EstimateConfig {
+    /// Whether the gradient table supports this configuration: enough diffusion-weighted
+    /// volumes, a b=0 reference (or `ignore_b0`), what the model's leave-one-out fits need
+    /// ([`requirements::check`], the rule `predict` follows too). Returns warnings for what is
+    /// possible but measured to be unreliable. [`estimate`] trusts a configuration that
+    /// passed this check.
+    pub fn check_gradients(&self, table: &GradientTable) -> Result<Vec<String>> {
+        check_usable(table, self.b0_threshold, self.ignore_b0)?;
+        match self.target {
+            Target::B0 => {
+                if table.b0_indices(self.b0_threshold).is_empty() {
+                    return Err(Error::input(
+                        "--model b0 registers every volume to the b=0 reference, but the series has no b=0 volume: use --model dti",
+                    ));
+                }
+                Ok(Vec::new())
+            }
+            Target::Model(kind) => {
+                // The estimate loop always appends the S0 sample (see the model passes).
+                requirements::check(kind, table, self.b0_threshold, true)?;
+                Ok(requirements::warnings(kind, table, self.b0_threshold))
+            }
+        }
+    }
 }
 
 /// A progress report: `done` of `total` steps of `stage` are finished.
@@ -358,6 +384,7 @@ fn realign_subset(series: &Series, idx: &[usize], transforms: &[Matrix4<f64>]) -
 }
 
 /// Run the whole estimation. `mask` is the brain mask; `progress` is called from worker threads.
+/// `cfg` must have passed [`EstimateConfig::check_gradients`] for `table`.
 pub fn estimate(
     series: &Series,
     table: &GradientTable,
@@ -372,14 +399,8 @@ pub fn estimate(
             table.len()
         )));
     }
-    if cfg.passes == 0 {
-        return Err(Error::input("--passes must be at least 1"));
-    }
     let b0 = table.b0_indices(cfg.b0_threshold);
     let dw = table.dw_indices(cfg.b0_threshold);
-    if cfg.target == Target::B0 && b0.is_empty() {
-        return Err(Error::input("--model b0 needs at least one b=0 volume"));
-    }
     let mut stage_seconds = Vec::new();
     let mut transforms = vec![Matrix4::identity(); n];
     let mut diagnostics = vec![VolumeDiagnostics::default(); n];

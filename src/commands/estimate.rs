@@ -2,16 +2,13 @@
 
 use super::input::load_dwi;
 use super::progress::Reporter;
-use crate::cli::{EstimateArgs, FitMethodChoice, ModelChoice, OrderChoice, TransformChoice};
-use crate::estimate::{
-    estimate, median_volume, realign, EstimateConfig, MotionEstimate, Order, Progress, Target,
-};
+use crate::cli::EstimateArgs;
+use crate::estimate::{estimate, median_volume, realign, EstimateConfig, MotionEstimate, Progress};
 use crate::image::{Mask, Series};
-use crate::io::gradients::{self, check_usable, shells};
+use crate::io::gradients;
 use crate::io::output::{OutputFolder, SUMMARY};
 use crate::io::{nifti, transforms};
-use crate::model::{FitMethod, ModelKind};
-use crate::registration::{Interpolation, RegistrationConfig};
+use crate::registration::Interpolation;
 use crate::report;
 use crate::{Error, Result};
 use serde_json::json;
@@ -19,16 +16,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-/// Fewest diffusion-weighted volumes for `--model dki` (twice its 22 parameters, minus the
-/// held-out volume, plus the S0 sample).
-const MIN_DKI_VOLUMES: usize = 44;
-
 pub fn run(args: &EstimateArgs) -> Result<()> {
     let started = Instant::now();
     let reporter = Reporter::new(args.quiet);
     let mut stage_seconds: Vec<(String, f64)> = Vec::new();
 
-    // Every path clash, the lock and an earlier complete run are settled before any work.
+    // Arguments are validated once, into the configuration; then every path clash, the lock
+    // and an earlier complete run are settled; all before any work.
+    let cfg = EstimateConfig::try_from(args)?;
     let mut inputs: Vec<(&str, std::path::PathBuf)> = vec![("the DWI series", args.dwi.clone())];
     inputs.extend(gradients::input_files(&args.dwi, &args.gradients));
     if let Some(m) = &args.mask {
@@ -42,36 +37,9 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     let dwi = load_dwi(&args.dwi, &args.gradients)?;
     let thr = args.gradients.b0_threshold;
     let table = &dwi.gradients.table;
-    check_usable(table, thr, args.gradients.ignore_b0)?;
-    let target = match args.model {
-        ModelChoice::Dti => Target::Model(ModelKind::Dti),
-        ModelChoice::Dki => Target::Model(ModelKind::Dki),
-        ModelChoice::B0 => Target::B0,
-    };
-    if target == Target::Model(ModelKind::Dki) && shells(table, thr).len() < 2 {
-        return Err(Error::input(format!(
-            "--model dki needs at least two non-zero b-value shells; {} has {}: use --model dti",
-            args.dwi.display(),
-            shells(table, thr).len()
-        )));
-    }
-    // DKI has 22 parameters per voxel; with fewer than twice as many samples per leave-one-out
-    // fit its predictions are too noisy to register to (measured on the 24-volume sample:
-    // 1.7 mm median error with DKI, 0.13 mm with DTI).
-    let n_dw = table.dw_indices(thr).len();
-    if target == Target::Model(ModelKind::Dki) && n_dw < MIN_DKI_VOLUMES {
-        return Err(Error::input(format!(
-            "--model dki needs at least {MIN_DKI_VOLUMES} diffusion-weighted volumes for stable leave-one-out fits \
-             (22 parameters per voxel); {} has {n_dw}: use --model dti",
-            args.dwi.display()
-        )));
-    }
-    let passes = args.passes.unwrap_or(match target {
-        Target::Model(ModelKind::Dki) => 2,
-        _ => 1,
-    });
-    if passes == 0 {
-        return Err(Error::input("--passes must be at least 1"));
+    let mut warnings = cfg.check_gradients(table)?;
+    for w in &warnings {
+        eprintln!("nifreeze-rs: warning: {w}");
     }
     reporter.message(&format!(
         "{}: {}x{}x{} voxels, {} volumes; gradients from {}",
@@ -116,27 +84,6 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     }
     stage_seconds.push(("load".into(), t.elapsed().as_secs_f64()));
 
-    let cfg = EstimateConfig {
-        target,
-        fit_method: match args.fit_method {
-            FitMethodChoice::Wls => FitMethod::Wls,
-            FitMethodChoice::Ols => FitMethod::Ols,
-        },
-        registration: match args.transform {
-            TransformChoice::Rigid => RegistrationConfig::rigid(),
-            TransformChoice::Affine => RegistrationConfig::affine(),
-        },
-        order: match args.order {
-            OrderChoice::Linear => Order::Linear,
-            OrderChoice::Random => Order::Random,
-            OrderChoice::Bvalue => Order::Bvalue,
-            OrderChoice::Centralsym => Order::Centralsym,
-        },
-        passes,
-        seed: args.seed,
-        b0_threshold: thr,
-        ignore_b0: args.gradients.ignore_b0,
-    };
     let progress = |p: &Progress| reporter.update(p.stage, p.done, p.total);
     let result = pool.install(|| estimate(&dwi.series, table, &mask, &cfg, &progress))?;
     stage_seconds.extend(result.stage_seconds.iter().cloned());
@@ -182,7 +129,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     out.write_text("report.svg", &report::svg_report(&title, &rows))?;
     stage_seconds.push(("write outputs".into(), t.elapsed().as_secs_f64()));
 
-    let summary = build_summary(
+    let mut summary = build_summary(
         args,
         &cfg,
         &dwi.gradients.source,
@@ -192,7 +139,10 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         stage_seconds,
         started,
     );
-    out.write_text(SUMMARY, &summary)?;
+    // Every warning of the run, the gradient reader's first.
+    warnings.splice(0..0, dwi.gradients.warnings.iter().cloned());
+    summary.warnings = warnings;
+    out.write_text(SUMMARY, &summary.to_json())?;
     reporter.message(&format!(
         "done in {:.1}s: median FD {:.3} mm, outputs in {}",
         started.elapsed().as_secs_f64(),
@@ -221,7 +171,7 @@ fn build_summary(
     result: &MotionEstimate,
     stage_seconds: Vec<(String, f64)>,
     started: Instant,
-) -> String {
+) -> report::Summary {
     let g = &args.gradients;
     let mut inputs = vec![("dwi", Some(args.dwi.clone())), ("mask", args.mask.clone())];
     inputs.extend([
@@ -263,7 +213,7 @@ fn build_summary(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let summary = report::Summary {
+    report::Summary {
         tool: "nifreeze-rs".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         command_line: std::env::args().collect(),
@@ -299,6 +249,5 @@ fn build_summary(
         total_seconds: started.elapsed().as_secs_f64(),
         peak_memory_mb: report::peak_memory_mb(),
         warnings: Vec::new(),
-    };
-    summary.to_json()
+    }
 }

@@ -4,6 +4,7 @@
 mod compare;
 mod dropin;
 mod estimate;
+mod estimate_config;
 mod info;
 mod input;
 mod predict;

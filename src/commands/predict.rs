@@ -9,7 +9,7 @@ use crate::io::gradients::check_usable;
 use crate::io::nifti;
 use crate::mask::brain_mask;
 use crate::model::engine::median_b0;
-use crate::model::{FitMethod, LovoEngine, ModelKind};
+use crate::model::{requirements, FitMethod, LovoEngine, ModelKind};
 use crate::{Error, Result};
 
 pub fn run(args: &PredictArgs) -> Result<()> {
@@ -50,6 +50,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         FitMethodChoice::Wls => FitMethod::Wls,
         FitMethodChoice::Ols => FitMethod::Ols,
     };
+    // The same rule as estimate's (model::requirements): the engine refuses what is
+    // impossible; what is possible but measured to be unreliable is a warning.
+    for w in requirements::warnings(kind, table, g.b0_threshold) {
+        eprintln!("nifreeze-rs: warning: {w}");
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build()

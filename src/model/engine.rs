@@ -31,10 +31,11 @@
 use super::design::{self, Column, MomentMap};
 use super::kernel::{self, FoldData, Scratch, LANES};
 use super::linalg;
+use super::requirements;
 use super::tensor::{log_prediction, log_prediction_literal, MIN_SIGNAL};
 use super::{FitMethod, ModelKind};
 use crate::image::{Grid, Mask, Series, Volume};
-use crate::io::gradients::{shells, GradientTable};
+use crate::io::gradients::GradientTable;
 use crate::{Error, Result};
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
@@ -250,35 +251,8 @@ impl LovoEngine {
         let dw = gradients.dw_indices(b0_threshold);
         let b0 = gradients.b0_indices(b0_threshold);
         let p = design::n_params(kind);
-        let extra = usize::from(s0_sample);
-        let name = match kind {
-            ModelKind::Dti => "DTI",
-            ModelKind::Dki => "DKI",
-        };
-        if kind == ModelKind::Dki {
-            let sh = shells(gradients, b0_threshold);
-            // Every fold must keep two shells: two shells of ≥ 2 volumes, or three shells.
-            let ok = sh.len() >= 3 || (sh.len() == 2 && sh.iter().all(|s| s.indices.len() >= 2));
-            if !ok {
-                let list: Vec<String> = sh
-                    .iter()
-                    .map(|s| format!("b≈{:.0} ({} volumes)", s.bvalue, s.indices.len()))
-                    .collect();
-                return Err(Error::input(format!(
-                    "DKI needs at least two non-zero b-value shells, but the series has {}: {}; use --model dti for single-shell data",
-                    sh.len(),
-                    list.join(", ")
-                )));
-            }
-        }
-        // Leave-one-out needs at least p training rows in every fold.
-        if dw.len() + extra < p + 1 {
-            return Err(Error::input(format!(
-                "{name} leave-one-out fits need at least {} diffusion-weighted volumes (b > {b0_threshold}); the series has {}",
-                p + 1 - extra,
-                dw.len()
-            )));
-        }
+        // The one rule of what a leave-one-out fit needs (every fold identifiable).
+        requirements::check(kind, gradients, b0_threshold, s0_sample)?;
         for &k in &dw {
             let g = gradients.bvecs[k];
             let n = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
@@ -306,7 +280,6 @@ impl LovoEngine {
             x.extend(design::row(&cols, bvals[c] / 1000.0, bvecs[c]));
             q.extend(moments.row(bvals[c] / 1000.0, bvecs[c]));
         }
-        // The gradient directions must determine the model.
         let nm = moments.keys.len();
         let mut xt = vec![0.0; p * nc];
         let mut qt = vec![0.0; nm * nc];
@@ -317,12 +290,6 @@ impl LovoEngine {
             for k in 0..nm {
                 qt[k * nc + c] = q[c * nm + k];
             }
-        }
-        let sv = linalg::singular_values(&DMatrix::from_row_slice(nc, p, &x));
-        if !(sv[p - 1] > 1e-10 * sv[0]) {
-            return Err(Error::input(format!(
-                "the gradient directions do not determine a {name} model (design matrix is rank-deficient); check the b-vectors"
-            )));
         }
 
         // S0 and the fitted voxels.

@@ -10,6 +10,7 @@ pub mod design;
 pub mod engine;
 pub mod kernel;
 pub mod linalg;
+pub mod requirements;
 pub mod tensor;
 
 pub use engine::{EngineOptions, LovoEngine};
@@ -19,7 +20,7 @@ pub use engine::{EngineOptions, LovoEngine};
 pub enum ModelKind {
     /// Diffusion tensor (7 parameters).
     Dti,
-    /// Diffusion kurtosis (22 parameters); needs two non-zero shells.
+    /// Diffusion kurtosis (22 parameters); needs two non-zero shells (see [`requirements`]).
     Dki,
 }
 

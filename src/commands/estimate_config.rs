@@ -1,0 +1,60 @@
+//! `estimate`'s one validation point: its arguments become an [`EstimateConfig`] here, once
+//! (ripgrep's parse-then-convert pattern); the library trusts the result. What depends on the
+//! data — the gradient table a model needs — is [`EstimateConfig::check_gradients`], called
+//! once the table is read.
+
+use crate::cli::{EstimateArgs, FitMethodChoice, ModelChoice, OrderChoice, TransformChoice};
+use crate::estimate::{EstimateConfig, Order, Target};
+use crate::model::{FitMethod, ModelKind};
+use crate::registration::RegistrationConfig;
+use crate::Error;
+
+impl TryFrom<&EstimateArgs> for EstimateConfig {
+    type Error = Error;
+
+    fn try_from(args: &EstimateArgs) -> Result<Self, Error> {
+        let target = match args.model {
+            ModelChoice::Dti => Target::Model(ModelKind::Dti),
+            ModelChoice::Dki => Target::Model(ModelKind::Dki),
+            ModelChoice::B0 => Target::B0,
+        };
+        // Measured defaults (README, "How estimate works"): a second DTI pass loses accuracy
+        // on multi-shell data, a second DKI pass gains a little.
+        let passes = args.passes.unwrap_or(match target {
+            Target::Model(ModelKind::Dki) => 2,
+            _ => 1,
+        });
+        if passes == 0 {
+            return Err(Error::input(
+                "--passes must be at least 1 (each pass refits the model and re-registers every volume)",
+            ));
+        }
+        if target == Target::B0 && args.transform == TransformChoice::Affine {
+            return Err(Error::input(
+                "--model b0 registers by mutual information, which is rigid only: use --transform rigid, \
+                 or --model dti|dki for affine transforms",
+            ));
+        }
+        Ok(EstimateConfig {
+            target,
+            fit_method: match args.fit_method {
+                FitMethodChoice::Wls => FitMethod::Wls,
+                FitMethodChoice::Ols => FitMethod::Ols,
+            },
+            registration: match args.transform {
+                TransformChoice::Rigid => RegistrationConfig::rigid(),
+                TransformChoice::Affine => RegistrationConfig::affine(),
+            },
+            order: match args.order {
+                OrderChoice::Linear => Order::Linear,
+                OrderChoice::Random => Order::Random,
+                OrderChoice::Bvalue => Order::Bvalue,
+                OrderChoice::Centralsym => Order::Centralsym,
+            },
+            passes,
+            seed: args.seed,
+            b0_threshold: args.gradients.b0_threshold,
+            ignore_b0: args.gradients.ignore_b0,
+        })
+    }
+}
