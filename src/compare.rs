@@ -240,7 +240,7 @@ pub fn score_detection(
     reported: &[(usize, usize)],
     max_fraction: f64,
 ) -> DetectionScore {
-    let is_reported = |v: usize, s: usize| reported.iter().any(|&r| r == (v, s));
+    let is_reported = |v: usize, s: usize| reported.contains(&(v, s));
     let judged: Vec<&(usize, usize, f64)> = truth.iter().filter(|d| d.2 <= max_fraction).collect();
     let missed: Vec<(usize, usize, f64)> = judged
         .iter()
@@ -298,7 +298,7 @@ pub fn parse_dropouts(text: &str, what: &str) -> Result<Vec<(usize, usize, f64)>
             }
         }
     }
-    out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    out.sort_by_key(|a| (a.0, a.1));
     Ok(out)
 }
 

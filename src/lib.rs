@@ -8,12 +8,14 @@
 pub mod cli;
 pub mod commands;
 pub mod compare;
+pub mod drift;
 pub mod error;
 pub mod estimate;
 pub mod image;
 pub mod io;
 pub mod mask;
 pub mod model;
+pub mod outliers;
 pub mod registration;
 pub mod report;
 pub mod simulate;
