@@ -54,6 +54,7 @@ Outputs (in --out, each written atomically; summary.json last, so it marks a com
                          FD, RMS (abs, rel), then the 4x4 RAS matrix m00..m33
   transforms.tfm         all volumes, one ITK text file (nitransforms reads it)
   xfm/vol-NNNN.tfm       one ITK text transform per volume (antsApplyTransforms)
+  xfm/vol-NNNN.mat       the same as ANTs binary (MATLAB v4) .mat, as antsRegistration writes
   transforms.x5          all volumes in one X5 (HDF5) file
   dwi_corrected.nii.gz   the series resampled onto the reference (not with --no-resample)
   dwi_corrected.bval/.bvec/.b   its gradient table with rotated b-vectors (FSL, MRtrix)
@@ -68,6 +69,10 @@ With --eddy-outputs PREFIX, FSL eddy's files (eddy's scaled-mm axes, x reversed 
                                  (PhaseEncodingDirection of the JSON sidecar, else j)
   PREFIX.eddy_rotated_bvecs      the corrected series' b-vectors (FSL)
   (.eddy_outlier_map and .eddy_outlier_n_stdev_map only when outliers were detected)
+With --bids-derivatives DIR, copies under BIDS derivative names (entities from the input):
+  DIR/sub-01/[ses-1/]dwi/sub-01[_ses-1…]_desc-hmc_dwi.nii.gz/.bval/.bvec/.json,
+  …_desc-hmc_motion.tsv/.json, …_from-orig_to-hmc_mode-image_xfm.txt (ITK, all volumes),
+  DIR/dataset_description.json (written when missing, with GeneratedBy)
 
 Transforms: every matrix maps a point of the reference head (the b=0 median, RAS mm) to where
 it is in volume k: corrected_k(x) = volume_k(T_k x) (ITK/ANTs fixed->moving, nitransforms).
@@ -136,7 +141,8 @@ reference->volume matrix, G one rigid transform common to all volumes (least-squ
 motion estimate's reference frame is arbitrary, so a constant offset is not an error).
 The report gives the median and the worst volume.
 
-Exit codes: 0 within thresholds; 1 a threshold is exceeded; 2 bad usage or bad input.";
+Exit codes: 0 within thresholds; 1 a threshold is exceeded, or a score is not finite (fails
+closed, with or without thresholds); 2 bad usage or bad input.";
 
 /// Fast, exact leave-one-volume-out head-motion estimation for diffusion MRI.
 #[derive(Parser, Debug)]
@@ -149,22 +155,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Describe a DWI series: grid, orientation, datatype, shells, gradient source.
-    #[command(after_help = INFO_HELP)]
+    #[command(after_help = INFO_HELP, allow_negative_numbers = true)]
     Info(InfoArgs),
     /// Estimate head motion volume by volume (leave one out, predict, register).
-    #[command(after_help = ESTIMATE_HELP)]
+    #[command(after_help = ESTIMATE_HELP, allow_negative_numbers = true)]
     Estimate(EstimateArgs),
     /// Write the leave-one-volume-out model prediction of chosen volumes.
-    #[command(after_help = PREDICT_HELP)]
+    #[command(after_help = PREDICT_HELP, allow_negative_numbers = true)]
     Predict(PredictArgs),
     /// Register one image (moving) to another (fixed) and write the transform.
-    #[command(after_help = REGISTER_HELP)]
+    #[command(after_help = REGISTER_HELP, allow_negative_numbers = true)]
     Register(RegisterArgs),
     /// Simulate a realistic multi-shell DWI series with known rigid head motion.
-    #[command(after_help = SIMULATE_HELP)]
+    #[command(after_help = SIMULATE_HELP, allow_negative_numbers = true)]
     Simulate(SimulateArgs),
     /// Compare estimated transforms with the truth (a one-line CI regression check).
-    #[command(after_help = COMPARE_HELP)]
+    #[command(after_help = COMPARE_HELP, allow_negative_numbers = true)]
     Compare(CompareArgs),
 }
 
@@ -348,6 +354,12 @@ pub struct EstimateArgs {
     /// when outliers were detected.
     #[arg(long, value_name = "PREFIX")]
     pub eddy_outputs: Option<PathBuf>,
+    /// Also write BIDS derivatives into DIR: sub-<label>/[ses-<label>/]dwi/<entities>_desc-hmc_dwi
+    /// (.nii.gz, .bval, .bvec, .json), _desc-hmc_motion.tsv + .json,
+    /// _from-orig_to-hmc_mode-image_xfm.txt, and DIR/dataset_description.json if missing.
+    /// Entities (sub, ses, acq, dir, run …) come from the input's BIDS name.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_resample")]
+    pub bids_derivatives: Option<PathBuf>,
     /// Silence progress output.
     #[arg(short, long)]
     pub quiet: bool,

@@ -5,9 +5,11 @@
 //! to its prediction, `estimate` runs that loop and `report` summarises it. Numerical
 //! modules never touch the command line or the file system; `commands` joins them to the CLI.
 
+pub mod alloc_guard;
 pub mod cli;
 pub mod commands;
 pub mod compare;
+pub mod data_check;
 pub mod drift;
 pub mod error;
 pub mod estimate;

@@ -129,7 +129,14 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
     for k in 0..n {
         let single = transforms::read_itk(&a.join(format!("xfm/vol-{k:04}.tfm"))).unwrap();
         assert_eq!(single.len(), 1);
-        for m in [&single[0], &multi[k], &x5[k]] {
+        let mat_path = a.join(format!("xfm/vol-{k:04}.mat"));
+        let mat = transforms::read_ants_mat(&mat_path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&mat_path).unwrap().len(),
+            193,
+            "MATLAB v4, all double"
+        );
+        for m in [&single[0], &multi[k], &x5[k], &mat] {
             let d = (m - motion[k]).abs().max();
             assert!(
                 d < 1e-9,

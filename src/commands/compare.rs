@@ -1,6 +1,7 @@
 //! `nifreeze-rs compare`: score an estimate against the truth (as ../shared/tools/score.py)
 //! and fail with exit code 1 when a threshold is exceeded — a one-line CI regression check.
 
+use super::console::{stderr_line, stdout_text};
 use crate::cli::CompareArgs;
 use crate::compare::{
     parse_dropouts, parse_matrices, parse_outlier_slices, sample_points, score, score_detection,
@@ -10,6 +11,7 @@ use crate::image::Mask;
 use crate::io::nifti::read_volume;
 use crate::{Error, Result};
 use serde_json::json;
+use std::fmt::Write;
 use std::path::Path;
 
 fn read_text(path: &Path, what: &str) -> Result<String> {
@@ -66,6 +68,36 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let s = score(&truth, &est, &points)?;
 
     let mut failures = Vec::new();
+    // Fail closed: a NaN compares false with every threshold, so a non-finite score (an
+    // entry like 1e300 in the estimate) would otherwise pass as within bounds.
+    let all_scores = [
+        s.true_motion_mean_mm,
+        s.aligned_median_mm,
+        s.aligned_p95_mm,
+        s.aligned_worst_volume_mm,
+        s.aligned_max_mm,
+        s.raw_median_mm,
+        s.raw_max_mm,
+        s.global_offset_mm,
+    ];
+    let bad_volumes: Vec<String> = (0..s.volumes)
+        .filter(|&k| {
+            !(s.per_volume_aligned_mean_mm[k].is_finite()
+                && s.per_volume_raw_mean_mm[k].is_finite()
+                && s.per_volume_true_motion_mm[k].is_finite())
+        })
+        .map(|k| k.to_string())
+        .collect();
+    if !bad_volumes.is_empty() || all_scores.iter().any(|v| !v.is_finite()) {
+        failures.push(format!(
+            "the scores are not finite (volumes {}): the estimate or the truth holds matrices too large to score",
+            if bad_volumes.is_empty() {
+                "all".to_string()
+            } else {
+                bad_volumes.join(", ")
+            }
+        ));
+    }
     if let Some(x) = args.max_median_mm {
         if s.aligned_median_mm > x {
             failures.push(format!(
@@ -105,21 +137,23 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             }
         }
     }
-    if args.json {
-        print_json(&s, detection.as_ref(), args, failures.is_empty());
+    let report = if args.json {
+        json_report(&s, detection.as_ref(), args, failures.is_empty())
     } else {
-        print_table(&s);
+        let mut t = table_report(&s);
         if let Some(d) = &detection {
-            print_detection(d);
+            t += &detection_report(d);
         }
-    }
+        t
+    };
+    stdout_text(&report)?;
     if failures.is_empty() {
         if args.max_median_mm.is_some()
             || args.max_worst_mm.is_some()
             || args.min_recall.is_some()
             || args.min_precision.is_some()
         {
-            eprintln!("compare: PASS (all thresholds met)");
+            stderr_line("compare: PASS (all thresholds met)");
         }
         Ok(())
     } else {
@@ -130,32 +164,41 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     }
 }
 
-fn print_table(s: &Score) {
-    println!("volume\ttrue_motion_mm\traw_error_mm\taligned_error_mm");
+fn table_report(s: &Score) -> String {
+    // writing into a String cannot fail
+    let mut t = String::new();
+    let _ = writeln!(t, "volume\ttrue_motion_mm\traw_error_mm\taligned_error_mm");
     for k in 0..s.volumes {
-        println!(
+        let _ = writeln!(
+            t,
             "{k}\t{:.4}\t{:.4}\t{:.4}",
             s.per_volume_true_motion_mm[k],
             s.per_volume_raw_mean_mm[k],
             s.per_volume_aligned_mean_mm[k]
         );
     }
-    println!(
+    let _ = writeln!(
+        t,
         "# volumes {}  brain points {}  true motion mean {:.3} mm  global offset {:.3} mm",
         s.volumes, s.points, s.true_motion_mean_mm, s.global_offset_mm
     );
-    println!(
+    let _ = writeln!(
+        t,
         "# aligned error per volume (mean over mask, mm): median {:.4}  p95 {:.4}  max {:.4}  worst voxel {:.4}",
         s.aligned_median_mm, s.aligned_p95_mm, s.aligned_worst_volume_mm, s.aligned_max_mm
     );
-    println!(
+    let _ = writeln!(
+        t,
         "# raw error: median {:.4}  max {:.4}",
         s.raw_median_mm, s.raw_max_mm
     );
+    t
 }
 
-fn print_detection(d: &DetectionScore) {
-    println!(
+fn detection_report(d: &DetectionScore) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
         "# dropout detection: recall {:.3} ({} of {} slices with <= {:.0} % signal found)  precision {:.3} ({} of {} reported slices are dropouts)",
         d.recall,
         d.found,
@@ -166,15 +209,26 @@ fn print_detection(d: &DetectionScore) {
         d.reported
     );
     for (v, s, f) in &d.missed {
-        println!("# missed: volume {v} slice {s} ({:.0} % signal)", f * 100.0);
+        let _ = writeln!(
+            t,
+            "# missed: volume {v} slice {s} ({:.0} % signal)",
+            f * 100.0
+        );
     }
     for (v, s) in &d.false_positives {
-        println!("# false positive: volume {v} slice {s}");
+        let _ = writeln!(t, "# false positive: volume {v} slice {s}");
     }
+    t
 }
 
-/// JSON with score.py's keys (plus thresholds, the dropout detection and the verdict).
-fn print_json(s: &Score, detection: Option<&DetectionScore>, args: &CompareArgs, pass: bool) {
+/// JSON with score.py's keys (plus thresholds, the dropout detection and the verdict);
+/// non-finite numbers are null.
+fn json_report(
+    s: &Score,
+    detection: Option<&DetectionScore>,
+    args: &CompareArgs,
+    pass: bool,
+) -> String {
     let v = json!({
         "dropout_detection": detection,
         "volumes": s.volumes,
@@ -190,8 +244,5 @@ fn print_json(s: &Score, detection: Option<&DetectionScore>, args: &CompareArgs,
                        "min_recall": args.min_recall, "min_precision": args.min_precision},
         "pass": pass,
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&v).expect("JSON of plain values")
-    );
+    serde_json::to_string_pretty(&v).expect("JSON of plain values") + "\n"
 }

@@ -50,11 +50,11 @@ pub fn plan_eddy(args: &EstimateArgs, out: &OutputFolder) -> Result<Option<EddyP
     let pe_axis = match bids::phase_encoding_axis(&args.dwi) {
         Some(a) => a,
         None => {
-            eprintln!(
-                "nifreeze-rs: warning: no PhaseEncodingDirection in {}; \
+            super::console::warn(&format!(
+                "no PhaseEncodingDirection in {}; \
                  .eddy_restricted_movement_rms leaves out translation along j",
                 bids::sidecar_json(&args.dwi).display()
-            );
+            ));
             1
         }
     };
@@ -86,4 +86,141 @@ pub fn write_eddy(
             outliers,
         },
     )
+}
+
+/// Where `--bids-derivatives` writes, and under which names.
+pub struct BidsPlan {
+    pub root: PathBuf,
+    pub entities: bids::Entities,
+}
+
+/// Resolve `--bids-derivatives DIR`: the series must have a BIDS name (its entities name the
+/// outputs) and no file written may be an input.
+pub fn plan_bids(args: &EstimateArgs, out: &OutputFolder) -> Result<Option<BidsPlan>> {
+    let Some(root) = &args.bids_derivatives else {
+        return Ok(None);
+    };
+    let entities = bids::Entities::parse(&args.dwi).map_err(|why| {
+        Error::input(format!(
+            "--bids-derivatives names its files after the input's BIDS entities: {why}; \
+             rename the series (e.g. sub-01_ses-1_dwi.nii.gz) or drop --bids-derivatives"
+        ))
+    })?;
+    let folder = entities.folder(root, "dwi");
+    for (name, _) in bids::derivative_files(&entities) {
+        out.check_external(&folder.join(name))?;
+    }
+    out.check_external(&root.join("dataset_description.json"))?;
+    Ok(Some(BidsPlan {
+        root: root.clone(),
+        entities,
+    }))
+}
+
+/// What each motion.tsv column holds, for the BIDS sidecar of `_desc-hmc_motion.tsv`.
+fn motion_columns() -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    let mut col = |name: &str, desc: &str, units: Option<&str>| {
+        let mut v = serde_json::json!({ "Description": desc });
+        if let Some(u) = units {
+            v["Units"] = u.into();
+        }
+        m.insert(name.to_string(), v);
+    };
+    col("index", "position of the volume in the 4-D series", None);
+    col("bvalue", "b-value", Some("s/mm^2"));
+    for a in ["x", "y", "z"] {
+        col(
+            &format!("t{a}"),
+            &format!("translation of the volume centre along RAS {a}"),
+            Some("mm"),
+        );
+        col(
+            &format!("r{a}"),
+            &format!("rotation about RAS {a} (R = Rz·Ry·Rx) about the volume centre"),
+            Some("degree"),
+        );
+    }
+    col(
+        "fd",
+        "framewise displacement (Power 2012, 50 mm head radius) from the previous volume",
+        Some("mm"),
+    );
+    col(
+        "rms_abs",
+        "RMS displacement over an 80 mm sphere (Jenkinson) from the reference",
+        Some("mm"),
+    );
+    col(
+        "rms_rel",
+        "RMS displacement over an 80 mm sphere (Jenkinson) from the previous volume",
+        Some("mm"),
+    );
+    for r in 0..4 {
+        for c in 0..4 {
+            col(
+                &format!("m{r}{c}"),
+                "element of the 4x4 RAS matrix mapping reference points (mm) to volume points",
+                None,
+            );
+        }
+    }
+    m
+}
+
+/// Write the BIDS derivatives: copies of the native outputs in `native` (the --out folder)
+/// under BIDS names, their JSON sidecars, and dataset_description.json when the folder has
+/// none (an existing one, e.g. shared by other subjects, is left as it is).
+pub fn write_bids(plan: &BidsPlan, native: &std::path::Path, dwi: &std::path::Path) -> Result<()> {
+    use crate::io::atomic::{write_atomic, write_text};
+    let folder = plan.entities.folder(&plan.root, "dwi");
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| Error::runtime(format!("cannot create folder {}: {e}", folder.display())))?;
+    let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    for (name, source) in bids::derivative_files(&plan.entities) {
+        let path = folder.join(&name);
+        match source {
+            Some(src) => {
+                let from = native.join(src);
+                write_atomic(&path, |w| {
+                    let mut f = std::fs::File::open(&from)?;
+                    std::io::copy(&mut f, w).map(|_| ())
+                })?;
+            }
+            None if name.ends_with("_dwi.json") => {
+                // The source's own metadata (phase encoding, readout time …) stays true of
+                // the corrected series; the fields below say what was done.
+                let mut v: serde_json::Value = std::fs::read_to_string(bids::sidecar_json(dwi))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .filter(|v: &serde_json::Value| v.is_object())
+                    .unwrap_or_else(|| serde_json::json!({}));
+                v["Description"] = "Head-motion corrected: every volume resampled once onto the \
+                    b=0 reference (cubic B-spline); b-vectors rotated"
+                    .into();
+                v["SkullStripped"] = false.into();
+                write_text(&path, &json(&v))?;
+            }
+            None => {
+                let mut v = serde_json::Value::Object(motion_columns());
+                v["Description"] = "Per-volume head motion estimated by nifreeze-rs".into();
+                write_text(&path, &json(&v))?;
+            }
+        }
+    }
+    let description = plan.root.join("dataset_description.json");
+    if !description.exists() {
+        let v = serde_json::json!({
+            "Name": "nifreeze-rs head-motion correction",
+            "BIDSVersion": "1.10.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [{
+                "Name": "nifreeze-rs",
+                "Version": env!("CARGO_PKG_VERSION"),
+                "Description": "leave-one-volume-out head-motion estimation for diffusion MRI"
+            }]
+        });
+        write_text(&description, &json(&v))?;
+    }
+    Ok(())
 }

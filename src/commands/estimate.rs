@@ -28,6 +28,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     // Arguments are validated once, into the configuration; then every path clash, the lock
     // and an earlier complete run are settled; all before any work.
     let mut cfg = EstimateConfig::try_from(args)?;
+    let pool = super::resources::thread_pool(args.threads)?;
     let mut inputs: Vec<(&str, std::path::PathBuf)> = vec![("the DWI series", args.dwi.clone())];
     inputs.extend(gradients::input_files(&args.dwi, &args.gradients));
     if let Some(m) = &args.mask {
@@ -36,14 +37,22 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(r, p)| (*r, p.as_path())).collect();
     let mut out = OutputFolder::prepare(&args.out, &inputs, args.force)?;
     let eddy_plan = super::dropin::plan_eddy(args, &out)?;
+    let bids_plan = super::dropin::plan_bids(args, &out)?;
 
     let t = Instant::now();
-    let dwi = load_dwi(&args.dwi, &args.gradients)?;
+    // the series, its realigned copy and the corrected series (README, Memory)
+    let copies = if args.no_resample { 2 } else { 3 };
+    let dwi = load_dwi(
+        &args.dwi,
+        &args.gradients,
+        copies,
+        pool.current_num_threads(),
+    )?;
     let thr = args.gradients.b0_threshold;
     let table = &dwi.gradients.table;
     let mut warnings = cfg.check_gradients(table)?;
     for w in &warnings {
-        eprintln!("nifreeze-rs: warning: {w}");
+        super::console::warn(w);
     }
     reporter.message(&format!(
         "{}: {}x{}x{} voxels, {} volumes; gradients from {}",
@@ -55,15 +64,23 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         dwi.gradients.source
     ));
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .map_err(|e| {
-            Error::runtime(format!("cannot start {} worker threads: {e}", args.threads))
-        })?;
-
     let mask = match &args.mask {
-        Some(m) => nifti::read_mask(m, &dwi.series.grid)?,
+        Some(m) => {
+            let mask = nifti::read_mask(m, &dwi.series.grid)?;
+            let b0 = table.b0_indices(thr);
+            let idx = if b0.is_empty() {
+                table.dw_indices(thr)
+            } else {
+                b0
+            };
+            crate::data_check::check_mask_signal(
+                &dwi.series,
+                &idx,
+                &mask,
+                &m.display().to_string(),
+            )?;
+            mask
+        }
         None => {
             let b0 = table.b0_indices(thr);
             let idx = if b0.is_empty() {
@@ -131,7 +148,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
                     "kept in dwi_corrected (replace them with --repol)"
                 }
             );
-            eprintln!("nifreeze-rs: warning: {w}");
+            super::console::warn(&w);
             warnings.push(w);
         }
     }
@@ -148,6 +165,8 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     out.create_xfm_dir()?;
     for (k, m) in result.transforms.iter().enumerate() {
         transforms::write_itk(&out.xfm_path(k, "tfm"), std::slice::from_ref(m))?;
+        // The same transform as ANTs writes it: antspyx inverts only files named .mat.
+        transforms::write_ants_mat(&out.xfm_path(k, "mat"), m)?;
     }
     out.remove_surplus_transforms(result.transforms.len())?;
     nifti::write_mask(&out.path("brainmask.nii.gz"), &mask, Some(&dwi.meta))?;
@@ -193,6 +212,9 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
             outlier_maps.as_ref(),
         )?;
     }
+    if let Some(plan) = &bids_plan {
+        super::dropin::write_bids(plan, out.dir(), &args.dwi)?;
+    }
     let title = args
         .dwi
         .file_name()
@@ -212,7 +234,8 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         started,
     );
     // Every warning of the run, the gradient reader's first.
-    warnings.splice(0..0, dwi.gradients.warnings.iter().cloned());
+    // (the loader's: gradients, then data cleaning)
+    warnings.splice(0..0, dwi.warnings.iter().cloned());
     summary.warnings = warnings;
     summary.outliers = result
         .outliers

@@ -1,23 +1,29 @@
-use super::input::load_dwi;
+//! `nifreeze-rs info`: describe a series from its header and gradients (no voxel data read).
+
+use super::console::stdout_text;
+use super::input::load_dwi_header;
 use crate::cli::InfoArgs;
 use crate::io::gradients::shells;
 use crate::io::nifti::orientation_code;
 use crate::Result;
 use serde_json::json;
+use std::fmt::Write;
 
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let dwi = load_dwi(&args.dwi, &args.gradients)?;
-    let g = &dwi.series.grid;
+    let dwi = load_dwi_header(&args.dwi, &args.gradients)?;
+    crate::io::nifti::verify_data(&args.dwi)?;
+    let g = &dwi.grid;
     let table = &dwi.gradients.table;
     let thr = args.gradients.b0_threshold;
     let shells = shells(table, thr);
     let n_b0 = table.b0_indices(thr).len();
     let vs = g.voxel_sizes();
     let orient = orientation_code(&g.affine);
+    let mut text = String::new();
     if args.json {
         let v = json!({
             "file": args.dwi.display().to_string(),
-            "dims": [g.dims[0], g.dims[1], g.dims[2], dwi.series.n_volumes],
+            "dims": [g.dims[0], g.dims[1], g.dims[2], dwi.n_volumes],
             "voxel_size_mm": vs,
             "orientation": orient,
             "affine_source": dwi.meta.affine_source(),
@@ -27,28 +33,36 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             "shells": shells.iter().map(|s| json!({"bvalue": s.bvalue.round(), "count": s.indices.len()})).collect::<Vec<_>>(),
             "gradients": dwi.gradients.source,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("JSON of plain values")
-        );
+        text = serde_json::to_string_pretty(&v).expect("JSON of plain values") + "\n";
     } else {
-        println!("file:        {}", args.dwi.display());
-        println!(
+        // writing into a String cannot fail
+        let _ = writeln!(text, "file:        {}", args.dwi.display());
+        let _ = writeln!(
+            text,
             "dimensions:  {} x {} x {} x {}",
-            g.dims[0], g.dims[1], g.dims[2], dwi.series.n_volumes
+            g.dims[0], g.dims[1], g.dims[2], dwi.n_volumes
         );
-        println!("voxel size:  {:.4} x {:.4} x {:.4} mm", vs[0], vs[1], vs[2]);
-        println!("orientation: {orient} (from {})", dwi.meta.affine_source());
-        println!("datatype:    {}", dwi.meta.datatype.name());
-        println!("b=0 volumes: {n_b0} (b <= {thr})");
+        let _ = writeln!(
+            text,
+            "voxel size:  {:.4} x {:.4} x {:.4} mm",
+            vs[0], vs[1], vs[2]
+        );
+        let _ = writeln!(
+            text,
+            "orientation: {orient} (from {})",
+            dwi.meta.affine_source()
+        );
+        let _ = writeln!(text, "datatype:    {}", dwi.meta.datatype.name());
+        let _ = writeln!(text, "b=0 volumes: {n_b0} (b <= {thr})");
         for s in &shells {
-            println!(
+            let _ = writeln!(
+                text,
                 "shell:       b={:.0} ({} volumes)",
                 s.bvalue,
                 s.indices.len()
             );
         }
-        println!("gradients:   {}", dwi.gradients.source);
+        let _ = writeln!(text, "gradients:   {}", dwi.gradients.source);
     }
-    Ok(())
+    stdout_text(&text)
 }

@@ -1,7 +1,10 @@
 //! Loading what every command starts from: a DWI series with its gradient table.
 
+use super::console::warn;
+use super::resources;
 use crate::cli::GradientArgs;
-use crate::image::Series;
+use crate::data_check;
+use crate::image::{Grid, Series};
 use crate::io::gradients::{self, LoadedGradients};
 use crate::io::nifti::{self, NiftiMeta};
 use crate::{Error, Result};
@@ -11,27 +14,92 @@ pub struct DwiInput {
     pub series: Series,
     pub meta: NiftiMeta,
     pub gradients: LoadedGradients,
+    /// Every warning printed while loading (gradients, data cleaning), for summary.json.
+    pub warnings: Vec<String>,
 }
 
-/// Read a 4-D DWI series and its gradients; warnings go to stderr.
-pub fn load_dwi(path: &Path, args: &GradientArgs) -> Result<DwiInput> {
-    let (series, meta) = nifti::read_series(path)?;
-    if meta.dims.len() < 4 || series.n_volumes < 2 {
+/// The header of a DWI series and its gradients, without reading the voxel data.
+pub struct DwiHeader {
+    pub grid: Grid,
+    pub n_volumes: usize,
+    pub meta: NiftiMeta,
+    pub gradients: LoadedGradients,
+}
+
+fn check_4d(path: &Path, meta: &NiftiMeta, n_volumes: usize) -> Result<()> {
+    if meta.dims.len() < 4 || n_volumes < 2 {
         return Err(Error::input(format!(
             "{} is a 3-D image; a 4-D diffusion series (one volume per gradient) is expected",
             path.display()
         )));
     }
+    Ok(())
+}
+
+fn check_threshold(args: &GradientArgs) -> Result<()> {
     if !(args.b0_threshold.is_finite() && args.b0_threshold >= 0.0) {
         return Err(Error::input("--b0-threshold must be a non-negative number"));
     }
-    let gradients = gradients::load(path, args, &series.grid, series.n_volumes)?;
+    Ok(())
+}
+
+/// Read the header and gradients of a 4-D DWI series (nothing of the voxel data is read:
+/// `info` on a huge file costs nothing).
+pub fn load_dwi_header(path: &Path, args: &GradientArgs) -> Result<DwiHeader> {
+    let meta = nifti::read_meta(path)?;
+    let (grid, n_volumes) = nifti::series_shape(path, &meta)?;
+    check_4d(path, &meta, n_volumes)?;
+    check_threshold(args)?;
+    let gradients = gradients::load(path, args, &grid, n_volumes)?;
     for w in &gradients.warnings {
-        eprintln!("nifreeze-rs: warning: {w}");
+        warn(w);
     }
+    Ok(DwiHeader {
+        grid,
+        n_volumes,
+        meta,
+        gradients,
+    })
+}
+
+/// Read a 4-D DWI series and its gradients, and clean and check its voxel data
+/// ([`data_check`]); warnings go to stderr and into [`DwiInput::warnings`]. `copies` is how
+/// many float32 copies of the series the command holds at once, `threads` its workers: a run
+/// that cannot fit is refused before the data are read.
+pub fn load_dwi(path: &Path, args: &GradientArgs, copies: u64, threads: usize) -> Result<DwiInput> {
+    // header and gradients first: a wrong table is reported before the data are read
+    let header = load_dwi_header(path, args)?;
+    resources::check_memory(
+        &format!("reading and processing {}", path.display()),
+        nifti::series_f32_bytes(&header.meta),
+        copies,
+        threads,
+    )?;
+    let (mut series, meta) = nifti::read_series(path)?;
+    let gradients = header.gradients;
+    let mut warnings = gradients.warnings.clone();
+    let report = data_check::clean_series(&mut series);
+    if let Some(w) = report.warning() {
+        let w = format!("{}: {w}", path.display());
+        warn(&w);
+        warnings.push(w);
+    }
+    data_check::check_signal(
+        &series,
+        &report,
+        &gradients.table.bvals,
+        &path.display().to_string(),
+    )
+    .map_err(|e| match e {
+        Error::Input(m) if meta.scl_slope.is_finite() && meta.scl_slope < 0.0 => {
+            Error::input(format!("{m} (its scl_slope is {})", meta.scl_slope))
+        }
+        e => e,
+    })?;
     Ok(DwiInput {
         series,
         meta,
         gradients,
+        warnings,
     })
 }

@@ -2,6 +2,7 @@
 //! This is the only layer that touches both the CLI and the file system.
 
 mod compare;
+pub mod console;
 mod dropin;
 mod estimate;
 mod estimate_config;
@@ -10,6 +11,7 @@ mod input;
 mod predict;
 mod progress;
 mod register;
+pub mod resources;
 mod simulate;
 
 use crate::cli::{Cli, Command};

@@ -21,8 +21,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         inputs.push(m.as_path());
     }
     ensure_not_input(&args.out, &inputs)?;
+    let pool = super::resources::thread_pool(args.threads)?;
 
-    let dwi = load_dwi(&args.dwi, &args.gradients)?;
+    let dwi = load_dwi(&args.dwi, &args.gradients, 2, pool.current_num_threads())?;
     let g = &args.gradients;
     let table = &dwi.gradients.table;
     check_usable(table, g.b0_threshold, g.ignore_b0)?;
@@ -53,12 +54,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     // The same rule as estimate's (model::requirements): the engine refuses what is
     // impossible; what is possible but measured to be unreliable is a warning.
     for w in requirements::warnings(kind, table, g.b0_threshold) {
-        eprintln!("nifreeze-rs: warning: {w}");
+        super::console::warn(&w);
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .map_err(|e| Error::runtime(format!("cannot start {} threads: {e}", args.threads)))?;
 
     let volumes: Vec<Volume> = pool.install(|| -> Result<Vec<Volume>> {
         let mask = match &args.mask {

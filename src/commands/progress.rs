@@ -48,7 +48,7 @@ impl Reporter {
         let line = format!("[{:>7.1}s] {msg}", self.start.elapsed().as_secs_f64());
         match &st.bar {
             Some(b) => b.println(line),
-            None => eprintln!("{line}"),
+            None => super::console::stderr_line(&line),
         }
     }
 
@@ -62,10 +62,10 @@ impl Reporter {
         if st.stage != stage {
             if !self.terminal {
                 // A stage that takes long before its first step completes is not silent.
-                eprintln!(
+                super::console::stderr_line(&format!(
                     "[{:>7.1}s] {stage}: started ({total} {unit}s)",
                     self.start.elapsed().as_secs_f64()
-                );
+                ));
             }
             if let Some(b) = st.bar.take() {
                 b.finish_and_clear();
@@ -110,10 +110,10 @@ impl Reporter {
             } else {
                 f64::NAN
             };
-            eprintln!(
+            super::console::stderr_line(&format!(
                 "[{:>7.1}s] {stage}: {unit} {done}/{total}, stage elapsed {el:.1}s, ETA {eta:.0}s",
                 self.start.elapsed().as_secs_f64()
-            );
+            ));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `register`: align one image (moving) to another (fixed) and write the ITK transform.
 
 use crate::cli::{RegisterArgs, TransformChoice};
+use crate::data_check;
 use crate::image::{Series, Volume};
 use crate::io::{atomic, nifti, transforms};
 use crate::registration::{self, Interpolation, RegistrationConfig};
@@ -30,6 +31,33 @@ fn pick(s: Series, k: Option<usize>, path: &Path, role: &str) -> Result<Volume> 
     Ok(s.to_volume(k))
 }
 
+/// The input policy of `data_check` for one image: non-finite (and implausibly large) voxels
+/// become 0 with a warning; an image without any finite value, or constant, has nothing to
+/// register and is refused (exit 2) — it used to give an identity with exit 0 as moving, and
+/// blame the mask as fixed. Negative values are allowed here (any image may be registered).
+fn with_signal(v: Volume, path: &Path, role: &str) -> Result<Volume> {
+    let mut s = Series::new(v.grid, 1, v.data);
+    let report = data_check::clean_series(&mut s);
+    if let Some(w) = report.warning() {
+        super::console::warn(&format!("the {role} image {}: {w}", path.display()));
+    }
+    let n = s.data.len();
+    if n > 0 && report.non_finite[0] == n {
+        return Err(Error::input(format!(
+            "the {role} image {} holds no finite value (every voxel is NaN or infinite): nothing to register",
+            path.display()
+        )));
+    }
+    let first = s.data.first().copied().unwrap_or(0.0);
+    if s.data.iter().all(|&x| x == first) {
+        return Err(Error::input(format!(
+            "the {role} image {} is constant (every voxel is {first}): nothing to register",
+            path.display()
+        )));
+    }
+    Ok(Volume::new(s.grid, s.data))
+}
+
 pub fn run(args: &RegisterArgs) -> Result<()> {
     let mut inputs: Vec<&Path> = vec![&args.fixed, &args.moving];
     if let Some(m) = &args.mask {
@@ -43,10 +71,19 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
         atomic::ensure_not_input(r, &inputs)?;
     }
 
+    let pool = super::resources::thread_pool(args.threads)?;
     let (fs, fmeta) = nifti::read_series(&args.fixed)?;
     let (ms, _) = nifti::read_series(&args.moving)?;
-    let fixed = pick(fs, args.volume, &args.fixed, "fixed")?;
-    let moving = pick(ms, args.volume, &args.moving, "moving")?;
+    let fixed = with_signal(
+        pick(fs, args.volume, &args.fixed, "fixed")?,
+        &args.fixed,
+        "fixed",
+    )?;
+    let moving = with_signal(
+        pick(ms, args.volume, &args.moving, "moving")?,
+        &args.moving,
+        "moving",
+    )?;
     let mask = match &args.mask {
         Some(p) => Some(nifti::read_mask(p, &fixed.grid)?),
         None => None,
@@ -72,10 +109,6 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
         TransformChoice::Rigid => RegistrationConfig::rigid(),
         TransformChoice::Affine => RegistrationConfig::affine(),
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .map_err(|e| Error::runtime(format!("cannot start {} threads: {e}", args.threads)))?;
     let result =
         pool.install(|| registration::register(&fixed, &moving, mask.as_ref(), &init, &cfg))?;
 
@@ -101,12 +134,12 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
         nifti::write_volume(r, &vol, Some(&fmeta))?;
     }
     if !args.quiet {
-        eprintln!(
+        super::console::stderr_line(&format!(
             "registered in {} iterations, correlation {:.6}; transform written to {}",
             result.iterations,
             result.metric,
             args.out.display()
-        );
+        ));
     }
     Ok(())
 }

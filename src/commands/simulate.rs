@@ -117,7 +117,7 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     });
     let text = serde_json::to_string_pretty(&meta).expect("JSON of plain values") + "\n";
     write_text(&out("phantom.json"), &text)?;
-    eprintln!(
+    super::console::stderr_line(&format!(
         "simulate: {}x{}x{}x{} at {} mm, {} brain voxels, motion up to {:.2} deg / {:.2} mm -> {} (simulated in {:.1} s, written in {:.1} s)",
         d[0],
         d[1],
@@ -130,7 +130,7 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         args.out.display(),
         simulated,
         start.elapsed().as_secs_f64() - simulated
-    );
+    ));
     Ok(())
 }
 

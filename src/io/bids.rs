@@ -45,3 +45,108 @@ pub fn parse_phase_encoding(s: &str) -> Option<usize> {
         _ => None,
     }
 }
+
+/// The entities of a BIDS file name (`sub-01_ses-2_acq-hi_dir-AP_run-1_dwi.nii.gz`), in their
+/// order, and its suffix (`dwi`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entities {
+    pub pairs: Vec<(String, String)>,
+    pub suffix: String,
+}
+
+impl Entities {
+    /// Parse a series' file name. BIDS names are `key-label` pairs joined by `_`, the first
+    /// `sub`, then the suffix; labels are alphanumeric. The reason is given on failure.
+    pub fn parse(path: &Path) -> std::result::Result<Self, String> {
+        let stem = series_stem(path);
+        let mut parts: Vec<&str> = stem.split('_').collect();
+        let suffix = parts.pop().unwrap_or_default().to_string();
+        if parts.is_empty() || !suffix.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "'{stem}' is not a BIDS name (sub-<label>[_ses-<label>]…_dwi)"
+            ));
+        }
+        let mut pairs = Vec::new();
+        for p in parts {
+            let (k, v) = p
+                .split_once('-')
+                .ok_or_else(|| format!("'{p}' in '{stem}' is not a key-label entity"))?;
+            let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
+            if !ok(k) || !ok(v) {
+                return Err(format!(
+                    "entity '{p}' in '{stem}': keys and labels must be letters and digits"
+                ));
+            }
+            if pairs.iter().any(|(q, _): &(String, String)| q == k) {
+                return Err(format!("entity '{k}' appears twice in '{stem}'"));
+            }
+            pairs.push((k.to_string(), v.to_string()));
+        }
+        if pairs[0].0 != "sub" {
+            return Err(format!("'{stem}' does not start with sub-<label>"));
+        }
+        Ok(Entities { pairs, suffix })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The derivative's name stem: the source's entities in order, without `desc`/`space`,
+    /// then `extra` (e.g. `[("desc", "hmc")]`), then `_suffix`.
+    pub fn derivative_stem(&self, extra: &[(&str, &str)], suffix: &str) -> String {
+        let mut parts: Vec<String> = self
+            .pairs
+            .iter()
+            .filter(|(k, _)| k != "desc" && k != "space")
+            .map(|(k, v)| format!("{k}-{v}"))
+            .collect();
+        parts.extend(extra.iter().map(|(k, v)| format!("{k}-{v}")));
+        parts.push(suffix.to_string());
+        parts.join("_")
+    }
+
+    /// `sub-<label>/[ses-<label>/]<datatype>` under a dataset root.
+    pub fn folder(&self, root: &Path, datatype: &str) -> PathBuf {
+        let mut d = root.join(format!("sub-{}", self.get("sub").unwrap_or_default()));
+        if let Some(ses) = self.get("ses") {
+            d = d.join(format!("ses-{ses}"));
+        }
+        d.join(datatype)
+    }
+}
+
+/// The files `estimate --bids-derivatives` writes for one series, relative to the folder of
+/// [`Entities::folder`], paired with the name of the native output each one copies (`None`:
+/// generated, a JSON sidecar).
+pub fn derivative_files(e: &Entities) -> Vec<(String, Option<&'static str>)> {
+    let hmc = [("desc", "hmc")];
+    let xfm = [("from", "orig"), ("to", "hmc"), ("mode", "image")];
+    vec![
+        (
+            format!("{}.nii.gz", e.derivative_stem(&hmc, "dwi")),
+            Some("dwi_corrected.nii.gz"),
+        ),
+        (
+            format!("{}.bval", e.derivative_stem(&hmc, "dwi")),
+            Some("dwi_corrected.bval"),
+        ),
+        (
+            format!("{}.bvec", e.derivative_stem(&hmc, "dwi")),
+            Some("dwi_corrected.bvec"),
+        ),
+        (format!("{}.json", e.derivative_stem(&hmc, "dwi")), None),
+        (
+            format!("{}.tsv", e.derivative_stem(&hmc, "motion")),
+            Some("motion.tsv"),
+        ),
+        (format!("{}.json", e.derivative_stem(&hmc, "motion")), None),
+        (
+            format!("{}.txt", e.derivative_stem(&xfm, "xfm")),
+            Some("transforms.tfm"),
+        ),
+    ]
+}

@@ -108,12 +108,46 @@ fn with_ext(stem: &Path, ext: &str) -> PathBuf {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             Error::input(format!("gradient file {} does not exist", path.display()))
         }
         _ => Error::input(format!("cannot read gradient file {}: {e}", path.display())),
-    })
+    })?;
+    // a UTF-8 byte-order mark (Windows editors) is not part of the first number
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text))
+}
+
+/// `'tok'` for a message, naming the characters one cannot see (a byte-order mark, a
+/// zero-width or non-breaking space, a control character) so the user can find them.
+pub fn describe_token(t: &str) -> String {
+    let hidden: Vec<String> = t
+        .chars()
+        .filter(|c| !c.is_ascii_graphic())
+        .map(|c| {
+            let name = match c {
+                '\u{feff}' => " BYTE ORDER MARK",
+                '\u{200b}' => " ZERO WIDTH SPACE",
+                '\u{a0}' => " NO-BREAK SPACE",
+                _ if c.is_control() => " control character",
+                _ => "",
+            };
+            format!("U+{:04X}{name}", c as u32)
+        })
+        .collect();
+    if hidden.is_empty() {
+        format!("'{t}'")
+    } else {
+        format!(
+            "'{}' (it contains the invisible character{} {})",
+            t.escape_debug(),
+            if hidden.len() > 1 { "s" } else { "" },
+            hidden.join(", ")
+        )
+    }
 }
 
 /// Parse whitespace-separated numbers, one row per non-empty, non-comment line.
@@ -130,20 +164,15 @@ fn parse_rows(path: &Path, text: &str) -> Result<Vec<Vec<f64>>> {
             .map(|t| {
                 t.parse::<f64>().map_err(|_| {
                     Error::input(format!(
-                        "{} line {}: '{t}' is not a number",
+                        "{} line {}: {} is not a number",
                         path.display(),
-                        ln + 1
+                        ln + 1,
+                        describe_token(t)
                     ))
                 })
             })
             .collect::<Result<Vec<f64>>>()?;
-        if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
-            return Err(Error::input(format!(
-                "{} line {}: non-finite value {bad}; fix the gradient file",
-                path.display(),
-                ln + 1
-            )));
-        }
+        // non-finite values are judged per volume by `validate` (fine on a b=0 vector)
         rows.push(row);
     }
     Ok(rows)
@@ -340,16 +369,33 @@ fn validate(
     source: &str,
 ) -> Result<(GradientTable, Vec<String>)> {
     let mut warnings = Vec::new();
+    let mut nonfinite_b0 = Vec::new();
     let mut out = Vec::with_capacity(vecs.len());
     for (i, (&b, v)) in bvals.iter().zip(&vecs).enumerate() {
-        if !b.is_finite() || b < 0.0 {
+        if !b.is_finite() {
             return Err(Error::input(format!(
-                "{source}: volume {i} has an invalid b-value {b}"
+                "{source}: volume {i} has a non-finite b-value {b}; fix the gradient file"
+            )));
+        }
+        if b < 0.0 {
+            return Err(Error::input(format!(
+                "{source}: volume {i} has a negative b-value {b}; fix the gradient file"
             )));
         }
         if b <= b0_threshold {
+            // A b=0 volume has no direction; some tools write `nan nan nan` for it (DIPY's
+            // small_64D.bvec): accepted, and said so.
+            if v.iter().any(|x| !x.is_finite()) {
+                nonfinite_b0.push(i.to_string());
+            }
             out.push([0.0; 3]);
             continue;
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::input(format!(
+                "{source}: volume {i} has b={b} but a non-finite gradient vector ({}, {}, {}); fix the table (or raise --b0-threshold if it is a b=0 volume)",
+                v[0], v[1], v[2]
+            )));
         }
         let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
         if n == 0.0 {
@@ -368,6 +414,14 @@ fn validate(
             ));
         }
         out.push([v[0] / n, v[1] / n, v[2] / n]);
+    }
+    if !nonfinite_b0.is_empty() {
+        warnings.push(format!(
+            "{source}: b=0 volume{} {} {} a non-finite gradient vector (e.g. nan nan nan); taken as 0 (a b=0 volume has no direction)",
+            if nonfinite_b0.len() > 1 { "s" } else { "" },
+            nonfinite_b0.join(", "),
+            if nonfinite_b0.len() > 1 { "have" } else { "has" }
+        ));
     }
     Ok((GradientTable { bvecs: out, bvals }, warnings))
 }

@@ -11,11 +11,10 @@
 use crate::image::{Grid, Mask, Series, Volume};
 use crate::io::atomic::write_atomic;
 use crate::{Error, Result};
-use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use nalgebra::{Matrix3, Matrix4};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 const HEADER_SIZE: usize = 348;
@@ -149,24 +148,44 @@ impl NiftiMeta {
         m
     }
 
+    /// nibabel's quaternion check (`fillpositive` with `quaternion_threshold`): the
+    /// implied a² = 1 − (b² + c² + d²), computed in float32 as nibabel does, may be slightly
+    /// negative (rounding) but not below −3 float32 epsilons; else the quaternion is not a
+    /// rotation and nibabel refuses the header.
+    fn qform_a2(&self) -> f32 {
+        let [b, c, d] = self.quatern;
+        1.0 - (b * b + c * c + d * d)
+    }
+
     fn qform_affine(&self) -> Matrix4<f64> {
         let [b, c, d] = self.quatern.map(|v| v as f64);
-        // nibabel: a = sqrt(1 - |bcd|²), with tiny negative residues treated as 0.
-        let s = 1.0 - (b * b + c * c + d * d);
-        let a = if s < 0.0 { 0.0 } else { s.sqrt() };
-        let r = Matrix3::new(
-            a * a + b * b - c * c - d * d,
-            2.0 * (b * c - a * d),
-            2.0 * (b * d + a * c),
-            2.0 * (b * c + a * d),
-            a * a + c * c - b * b - d * d,
-            2.0 * (c * d - a * b),
-            2.0 * (b * d - a * c),
-            2.0 * (c * d + a * b),
-            a * a + d * d - c * c - b * b,
-        );
-        // qfac lives in pixdim[0]; anything but a negative value means +1 (as nibabel fixes it).
-        let qfac = if self.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        let a2 = self.qform_a2();
+        let a = if a2 < 0.0 { 0.0 } else { (a2 as f64).sqrt() };
+        // nibabel's quat2mat: the quaternion is normalised, so a tiny excess length (a² a
+        // rounding error below 0) still gives an exact rotation.
+        let nq = a * a + b * b + c * c + d * d;
+        let r = if nq < f64::EPSILON {
+            Matrix3::identity()
+        } else {
+            let s = 2.0 / nq;
+            let (x, y, z) = (b * s, c * s, d * s);
+            let (wx, wy, wz) = (a * x, a * y, a * z);
+            let (xx, xy, xz) = (b * x, b * y, b * z);
+            let (yy, yz, zz) = (c * y, c * z, d * z);
+            Matrix3::new(
+                1.0 - (yy + zz),
+                xy - wz,
+                xz + wy,
+                xy + wz,
+                1.0 - (xx + zz),
+                yz - wx,
+                xz - wy,
+                yz + wx,
+                1.0 - (xx + yy),
+            )
+        };
+        // qfac lives in pixdim[0]; nibabel sets anything but exactly -1 or 1 to 1.
+        let qfac = if self.pixdim[0] == -1.0 { -1.0 } else { 1.0 };
         let z = self.zooms();
         let scale = Matrix3::from_diagonal(&nalgebra::Vector3::new(z[0], z[1], z[2] * qfac));
         let lin = r * scale;
@@ -190,13 +209,15 @@ impl NiftiMeta {
         m
     }
 
-    /// Spatial voxel sizes from pixdim (non-positive or non-finite read as 1).
+    /// Spatial voxel sizes from pixdim as nibabel fixes them on load: a negative size is
+    /// taken as its absolute value, a zero size as 1; NaN stays NaN (the affine is then
+    /// not finite and the header is refused, where nibabel would return a NaN affine).
     fn zooms(&self) -> [f64; 3] {
         let f = |v: f32| {
-            if v.is_finite() && v > 0.0 {
-                v as f64
-            } else {
+            if v == 0.0 {
                 1.0
+            } else {
+                (v as f64).abs()
             }
         };
         [f(self.pixdim[1]), f(self.pixdim[2]), f(self.pixdim[3])]
@@ -316,26 +337,154 @@ fn fail(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::input(format!("cannot read {}: {reason}", path.display()))
 }
 
-/// Read a whole file, decompressing gzip when the content is gzip (by magic bytes, not name).
-fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| match e.kind() {
+/// Largest vox_offset accepted: NIfTI extensions are kilobytes to a few megabytes; a larger
+/// offset would make us skip (and, for gzip, decompress) that much before the first voxel.
+const MAX_VOX_OFFSET: usize = 256 << 20;
+
+/// The decompressed bytes of a gzip file, member after member (`gzip` concatenations are
+/// one stream). After the last member, anything that is not another gzip member — the zero
+/// padding some tools append, or other trailing bytes — ends the stream, as for `gzip -t`
+/// (which warns) and nibabel (which reads only the bytes the header asks for).
+struct GzMembers<R: BufRead> {
+    dec: Option<flate2::bufread::GzDecoder<R>>,
+}
+
+impl<R: BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(dec) = self.dec.as_mut() else {
+                return Ok(0);
+            };
+            let n = dec.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // this member is complete (its CRC was checked); does another one follow?
+            let mut inner = self
+                .dec
+                .take()
+                .map(|d| d.into_inner())
+                .expect("decoder present");
+            let next = inner.fill_buf()?;
+            if next.len() >= 2 && next[0] == 0x1f && next[1] == 0x8b {
+                self.dec = Some(flate2::bufread::GzDecoder::new(inner));
+            } else {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+/// Read until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// An open NIfTI file as a byte stream, gunzipped when the content is gzip (by magic bytes,
+/// not by name), plus whether it is compressed.
+fn open_stream(path: &Path) -> Result<(Box<dyn Read>, bool)> {
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::input(format!("{}: no such file", path.display())),
         _ => fail(path, e),
     })?;
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::with_capacity(raw.len() * 3);
-        MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                fail(
-                    path,
-                    format!("the gzip stream is truncated or corrupt ({e})"),
-                )
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(fail(path, "it is a directory"));
     }
+    let mut r = BufReader::with_capacity(1 << 16, file);
+    let head = r.fill_buf().map_err(|e| fail(path, e))?;
+    if head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+        let dec = flate2::bufread::GzDecoder::new(r);
+        Ok((Box::new(GzMembers { dec: Some(dec) }), true))
+    } else {
+        Ok((Box::new(r), false))
+    }
+}
+
+fn stream_error(path: &Path, gz: bool, e: std::io::Error) -> Error {
+    if gz {
+        fail(
+            path,
+            format!("the gzip stream is truncated or corrupt ({e})"),
+        )
+    } else {
+        fail(path, e)
+    }
+}
+
+/// Open `path` and parse its header; the stream is left just after the 348 header bytes.
+fn open_header(path: &Path) -> Result<(Header, Box<dyn Read>, bool)> {
+    let (mut r, gz) = open_stream(path)?;
+    let mut buf = [0u8; HEADER_SIZE];
+    let got = read_full(&mut r, &mut buf).map_err(|e| stream_error(path, gz, e))?;
+    let h = parse_header(path, &buf[..got])?;
+    Ok((h, r, gz))
+}
+
+/// The header of a NIfTI-1 file, reading (and decompressing) nothing beyond it.
+pub fn read_meta(path: &Path) -> Result<NiftiMeta> {
+    Ok(open_header(path)?.0.meta)
+}
+
+/// Number of voxels of the series a header describes (dims 1-4; higher dims must be 1).
+fn series_dims(path: &Path, m: &NiftiMeta) -> Result<[usize; 4]> {
+    if m.dims.len() > 4 && m.dims[4..].iter().any(|&d| d > 1) {
+        return Err(fail(
+            path,
+            format!(
+                "{}-D images are not supported (dimensions {:?})",
+                m.dims.len(),
+                m.dims
+            ),
+        ));
+    }
+    let mut d = [1usize; 4];
+    for (i, &v) in m.dims.iter().take(4).enumerate() {
+        d[i] = v;
+    }
+    Ok(d)
+}
+
+/// The grid and number of volumes a header describes, without reading voxel data.
+pub fn series_shape(path: &Path, m: &NiftiMeta) -> Result<(Grid, usize)> {
+    let d = series_dims(path, m)?;
+    Ok((Grid::new([d[0], d[1], d[2]], m.best_affine()), d[3]))
+}
+
+/// Bytes of one float32 copy of the series the header describes (for memory estimates).
+pub fn series_f32_bytes(m: &NiftiMeta) -> u64 {
+    m.dims
+        .iter()
+        .take(4)
+        .fold(4u64, |acc, &d| acc.saturating_mul(d as u64))
+}
+
+/// A zeroed buffer of `n` elements, or a one-line error when memory runs out (instead of
+/// the allocator's abort).
+fn try_buffer<T: Clone + Default>(n: usize, path: &Path) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    reserve(&mut v, n, path)?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// Reserve room for `n` more elements, or a one-line error when memory runs out.
+fn reserve<T>(v: &mut Vec<T>, n: usize, path: &Path) -> Result<()> {
+    crate::alloc_guard::fallible(|| v.try_reserve_exact(n)).map_err(|_| {
+        Error::runtime(format!(
+            "not enough memory to read {}: its voxel data needs {:.0} MB",
+            path.display(),
+            (n as f64) * std::mem::size_of::<T>() as f64 / 1e6
+        ))
+    })
 }
 
 fn parse_header(path: &Path, b: &[u8]) -> Result<Header> {
@@ -429,6 +578,12 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<Header> {
     if !vox_offset.is_finite() || vox_offset < 0.0 {
         return Err(fail(path, "invalid vox_offset"));
     }
+    if vox_offset as f64 > MAX_VOX_OFFSET as f64 {
+        return Err(fail(
+            path,
+            format!("vox_offset {vox_offset} is implausibly large (extensions above {} MB are not read)", MAX_VOX_OFFSET >> 20),
+        ));
+    }
     let vox_offset = (vox_offset as usize).max(HEADER_SIZE);
     let mut srow = [[0f32; 4]; 3];
     for (r, row) in srow.iter_mut().enumerate() {
@@ -449,6 +604,16 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<Header> {
         scl_slope: f32_at(112),
         scl_inter: f32_at(116),
     };
+    if meta.sform_code <= 0 && meta.qform_code > 0 && meta.qform_a2() < -3.0 * f32::EPSILON {
+        let [b, c, d] = meta.quatern;
+        return Err(fail(
+            path,
+            format!(
+                "its qform quaternion (b, c, d) = ({b}, {c}, {d}) is longer than 1, so it is not a \
+                 rotation (nibabel refuses it too); fix quatern_b/c/d or set an sform"
+            ),
+        ));
+    }
     let aff = meta.best_affine();
     if aff.iter().any(|v| !v.is_finite())
         || aff.fixed_view::<3, 3>(0, 0).determinant().abs() < 1e-12
@@ -468,36 +633,32 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<Header> {
     })
 }
 
-/// Decode `n` voxels of `dt` into f32 with the scaling applied (in f64 for exactness).
-fn decode(bytes: &[u8], dt: DataType, le: bool, slope: f64, inter: f64, n: usize) -> Vec<f32> {
+/// Decode voxels of `dt` into `out` (f32) with the scaling applied (in f64 for exactness).
+fn decode(bytes: &[u8], dt: DataType, le: bool, slope: f64, inter: f64, out: &mut [f32]) {
     macro_rules! conv {
         ($t:ty, $sz:expr) => {
-            bytes
-                .chunks_exact($sz)
-                .take(n)
-                .map(|c| {
-                    let a: [u8; $sz] = c.try_into().unwrap();
-                    let v = if le {
-                        <$t>::from_le_bytes(a)
-                    } else {
-                        <$t>::from_be_bytes(a)
-                    };
-                    (v as f64 * slope + inter) as f32
-                })
-                .collect()
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact($sz)) {
+                let a: [u8; $sz] = c.try_into().expect("chunk of the type's size");
+                let v = if le {
+                    <$t>::from_le_bytes(a)
+                } else {
+                    <$t>::from_be_bytes(a)
+                };
+                *o = (v as f64 * slope + inter) as f32;
+            }
         };
     }
     match dt {
-        DataType::U8 => bytes
-            .iter()
-            .take(n)
-            .map(|&v| (v as f64 * slope + inter) as f32)
-            .collect(),
-        DataType::I8 => bytes
-            .iter()
-            .take(n)
-            .map(|&v| ((v as i8) as f64 * slope + inter) as f32)
-            .collect(),
+        DataType::U8 => {
+            for (o, &v) in out.iter_mut().zip(bytes) {
+                *o = (v as f64 * slope + inter) as f32;
+            }
+        }
+        DataType::I8 => {
+            for (o, &v) in out.iter_mut().zip(bytes) {
+                *o = ((v as i8) as f64 * slope + inter) as f32;
+            }
+        }
         DataType::I16 => conv!(i16, 2),
         DataType::U16 => conv!(u16, 2),
         DataType::I32 => conv!(i32, 4),
@@ -509,34 +670,99 @@ fn decode(bytes: &[u8], dt: DataType, le: bool, slope: f64, inter: f64, n: usize
     }
 }
 
-/// Read any 3-D or 4-D NIfTI-1 image as a series (a 3-D image is a series of one volume).
-pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
-    let bytes = read_bytes(path)?;
-    let h = parse_header(path, &bytes)?;
+/// Open `path`, parse its header and position the stream at the first voxel. Returns the
+/// header, the stream, whether it is gzip, the series dims, the voxel count and the bytes of
+/// voxel data the header asks for (checked arithmetic: a crafted header cannot overflow).
+#[allow(clippy::type_complexity)]
+fn open_data(path: &Path) -> Result<(Header, Box<dyn Read>, bool, [usize; 4], usize, usize)> {
+    let (h, mut r, gz) = open_header(path)?;
     let m = &h.meta;
-    if m.dims.len() > 4 && m.dims[4..].iter().any(|&d| d > 1) {
+    let d = series_dims(path, m)?;
+    let too_big = || fail(path, format!("its dimensions {:?} are too large", m.dims));
+    let n = d
+        .iter()
+        .try_fold(1usize, |acc, &v| acc.checked_mul(v))
+        .ok_or_else(too_big)?;
+    let need = n.checked_mul(m.datatype.bytes()).ok_or_else(too_big)?;
+    if !gz {
+        // an uncompressed file shows its truncation before any buffer is reserved (a header
+        // claiming terabytes is bad input, not a lack of memory)
+        let have = std::fs::metadata(path)
+            .map(|md| md.len().saturating_sub(h.vox_offset as u64))
+            .unwrap_or(u64::MAX);
+        if have < need as u64 {
+            return Err(fail(
+                path,
+                format!("the file is truncated: {need} bytes of voxel data expected, {have} found"),
+            ));
+        }
+    }
+    let skip = (h.vox_offset - HEADER_SIZE) as u64;
+    let skipped = std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink())
+        .map_err(|e| stream_error(path, gz, e))?;
+    if skipped < skip {
         return Err(fail(
             path,
             format!(
-                "{}-D images are not supported (dimensions {:?})",
-                m.dims.len(),
-                m.dims
+                "the file is truncated: it ends before its vox_offset ({})",
+                h.vox_offset
             ),
         ));
     }
-    let mut d = [1usize; 4];
-    for (i, &v) in m.dims.iter().take(4).enumerate() {
-        d[i] = v;
-    }
-    let n = d.iter().product::<usize>();
-    let need = n * m.datatype.bytes();
-    let have = bytes.len().saturating_sub(h.vox_offset);
-    if have < need {
+    Ok((h, r, gz, d, n, need))
+}
+
+/// After `got` of `need` voxel bytes were read: refuse a short file, and for gzip read on to
+/// the end of the member so its CRC is checked — but never more than a small tail: a stream
+/// longer than the header says is not decompressed further.
+fn finish_data(path: &Path, r: &mut dyn Read, gz: bool, got: usize, need: usize) -> Result<()> {
+    if got < need {
+        let what = if gz {
+            "the gzip stream is truncated"
+        } else {
+            "the file is truncated"
+        };
         return Err(fail(
             path,
-            format!("the file is truncated: {need} bytes of voxel data expected, {have} found"),
+            format!("{what}: {need} bytes of voxel data expected, {got} found"),
         ));
     }
+    if gz {
+        let mut tail = [0u8; 4096];
+        read_full(r, &mut tail).map_err(|e| stream_error(path, gz, e))?;
+    }
+    Ok(())
+}
+
+/// Check that the file holds all the voxel data its header promises (and, for gzip, that
+/// the stream is intact), streaming through it without keeping it: `info` stays cheap in
+/// memory on any file, and still refuses a truncated one.
+pub fn verify_data(path: &Path) -> Result<()> {
+    let (_, mut r, gz, _, _, need) = open_data(path)?;
+    let got = std::io::copy(&mut (&mut r).take(need as u64), &mut std::io::sink())
+        .map_err(|e| stream_error(path, gz, e))? as usize;
+    finish_data(path, &mut r, gz, got, need)
+}
+
+/// Read any 3-D or 4-D NIfTI-1 image as a series (a 3-D image is a series of one volume).
+///
+/// Bounded: the header is parsed first, and exactly the bytes it says the data needs are read
+/// (decompressed) — a stream that inflates to more (a "gzip bomb", or trailing padding) is
+/// never read further. Buffers are allocated fallibly, so a series too large for the memory
+/// limit is a one-line error.
+pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
+    let (h, mut r, gz, d, n, need) = open_data(path)?;
+    let m = &h.meta;
+    // Reserved, not zero-filled: a header that claims gigabytes the stream does not hold
+    // touches only the pages actually read before the truncation is reported.
+    let mut bytes: Vec<u8> = Vec::new();
+    reserve(&mut bytes, need, path)?;
+    let got = (&mut r)
+        .take(need as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| stream_error(path, gz, e))?;
+    finish_data(path, &mut r, gz, got, need)?;
+    drop(r);
     // A zero or non-finite slope means "no scaling" (NIfTI standard; nibabel writes NaN).
     let slope_ok = m.scl_slope.is_finite() && m.scl_slope != 0.0;
     let slope = if slope_ok { m.scl_slope as f64 } else { 1.0 };
@@ -545,14 +771,9 @@ pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
     } else {
         0.0
     };
-    let data = decode(
-        &bytes[h.vox_offset..],
-        m.datatype,
-        h.little_endian,
-        slope,
-        inter,
-        n,
-    );
+    let mut data: Vec<f32> = try_buffer(n, path)?;
+    decode(&bytes, m.datatype, h.little_endian, slope, inter, &mut data);
+    drop(bytes);
     let grid = Grid::new([d[0], d[1], d[2]], m.best_affine());
     Ok((Series::new(grid, d[3], data), h.meta))
 }

@@ -82,6 +82,17 @@ pub fn write_itk(path: &Path, transforms: &[Matrix4<f64>]) -> Result<()> {
     write_text(path, &itk_text(transforms))
 }
 
+/// Text from a file, fit for a one-line message: invisible characters escaped, at most 60
+/// characters.
+fn shown(t: &str) -> String {
+    let e: String = t.escape_debug().collect();
+    if e.chars().count() > 60 {
+        format!("{}…", e.chars().take(60).collect::<String>())
+    } else {
+        e
+    }
+}
+
 /// Parse ITK text transforms (affine types; composite headers are skipped).
 pub fn parse_itk(text: &str, origin: &str) -> Result<Vec<Matrix4<f64>>> {
     let bad = |msg: String| Error::input(format!("{origin}: {msg}"));
@@ -93,7 +104,7 @@ pub fn parse_itk(text: &str, origin: &str) -> Result<Vec<Matrix4<f64>>> {
         rest.split_whitespace()
             .map(|t| {
                 t.parse::<f64>()
-                    .map_err(|_| bad(format!("cannot read number '{t}' in {what}")))
+                    .map_err(|_| bad(format!("cannot read number '{}' in {what}", shown(t))))
             })
             .collect()
     };
@@ -113,7 +124,8 @@ pub fn parse_itk(text: &str, origin: &str) -> Result<Vec<Matrix4<f64>>> {
                 && k.ends_with("_3_3");
             if !affine {
                 return Err(bad(format!(
-                    "unsupported transform type {k}; only 3-D affine transforms (AffineTransform_double_3_3) are read"
+                    "unsupported transform type {}; only 3-D affine transforms (AffineTransform_double_3_3) are read",
+                    shown(&k)
                 )));
             }
             let p = p.ok_or_else(|| bad(format!("transform {k} has no Parameters line")))?;
@@ -161,7 +173,8 @@ pub fn parse_itk(text: &str, origin: &str) -> Result<Vec<Matrix4<f64>>> {
             fixed = Some(nums(rest, "FixedParameters")?);
         } else {
             return Err(bad(format!(
-                "unexpected line '{line}' (not an ITK text transform?)"
+                "unexpected line '{}' (not an ITK text transform?)",
+                shown(line)
             )));
         }
     }
@@ -181,7 +194,8 @@ pub fn parse_itk(text: &str, origin: &str) -> Result<Vec<Matrix4<f64>>> {
 pub fn read_itk(path: &Path) -> Result<Vec<Matrix4<f64>>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::input(format!("cannot read transform {}: {e}", path.display())))?;
-    parse_itk(&text, &path.display().to_string())
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    parse_itk(text, &path.display().to_string())
 }
 
 fn mat_var(buf: &mut Vec<u8>, name: &str, values: &[f64]) {
@@ -249,12 +263,17 @@ pub fn parse_ants_mat(bytes: &[u8], origin: &str) -> Result<Matrix4<f64>> {
                 ))
             }
         };
-        let n = (rows * cols) as usize;
+        // rows, cols and namlen come from the file: checked arithmetic, and the data must
+        // lie inside the bytes we have (a crafted 2^31 × 2^31 header is just truncated)
+        let end = (rows as usize)
+            .checked_mul(cols as usize)
+            .and_then(|n| n.checked_mul(size))
+            .and_then(|len| (pos + 20 + namlen as usize).checked_add(len));
         let start = pos + 20 + namlen as usize;
-        let end = start + n * size;
-        if end > bytes.len() {
-            return Err(bad("truncated MATLAB v4 data"));
-        }
+        let end = match end {
+            Some(e) if e <= bytes.len() => e,
+            _ => return Err(bad("truncated MATLAB v4 data")),
+        };
         let name = String::from_utf8_lossy(&bytes[pos + 20..start])
             .trim_end_matches('\0')
             .to_string();

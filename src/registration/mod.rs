@@ -265,5 +265,43 @@ pub(crate) fn checked_inputs(
         Some(m) => m.data.clone(),
         None => vec![true; fixed.grid.len()],
     };
+    let (inside, total) = overlap(fixed, moving, &mask, &(minv * init));
+    if total > 0 && (inside as f64) < MIN_OVERLAP * total as f64 {
+        return Err(Error::input(format!(
+            "{what}: the images do not overlap: only {:.1} % of the fixed image's mask falls inside the \
+             moving image under the initial transform (at least {:.0} % is needed); check both \
+             images' affines (same scanner space?) or give an initial transform",
+            100.0 * inside as f64 / total as f64,
+            100.0 * MIN_OVERLAP
+        )));
+    }
     Ok((mask, minv))
+}
+
+/// Least fraction of the fixed mask that must map inside the moving image. Without overlap
+/// every metric is flat, and the optimiser returns its starting point as if it had converged.
+const MIN_OVERLAP: f64 = 0.05;
+
+/// How many of (a regular subsample of at most ~50 000) mask voxels map inside the moving
+/// grid under `to_moving_voxel` (fixed world → moving voxel), and how many were tested.
+fn overlap(
+    fixed: &Volume,
+    moving: &Volume,
+    mask: &[bool],
+    to_moving_voxel: &Matrix4<f64>,
+) -> (usize, usize) {
+    let n = mask.iter().filter(|&&m| m).count();
+    let step = (n / 50_000).max(1);
+    let d = moving.grid.dims;
+    let (mut inside, mut total) = (0, 0);
+    for idx in (0..mask.len()).filter(|&i| mask[i]).step_by(step) {
+        let [i, j, k] = fixed.grid.ijk(idx);
+        let x = fixed.grid.world([i as f64, j as f64, k as f64]);
+        let y = to_moving_voxel.transform_point(&x.into());
+        total += 1;
+        if (0..3).all(|a| y[a] > -0.5 && y[a] < d[a] as f64 - 0.5) {
+            inside += 1;
+        }
+    }
+    (inside, total)
 }

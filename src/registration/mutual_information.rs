@@ -159,6 +159,10 @@ pub fn register_mi(
     }
     centre /= all.len() as f64;
 
+    // Non-finite voxels count as 0, as in `register`: a NaN would otherwise map to a NaN
+    // histogram bin (an out-of-range index).
+    let fixed_data = super::finite_or_zero(&fixed.data);
+    let moving_data = super::finite_or_zero(&moving.data);
     let fvs = fixed.grid.voxel_sizes();
     let mvs = moving.grid.voxel_sizes();
     let mean_fvs = (fvs[0] + fvs[1] + fvs[2]) / 3.0;
@@ -181,8 +185,8 @@ pub fn register_mi(
         let sigma_mm = level.sigma * mean_fvs;
         let fsig = [sigma_mm / fvs[0], sigma_mm / fvs[1], sigma_mm / fvs[2]];
         let msig = [sigma_mm / mvs[0], sigma_mm / mvs[1], sigma_mm / mvs[2]];
-        let fdata = pyramid::gaussian_smooth(&fixed.data, fdims, fsig);
-        let mdata = pyramid::gaussian_smooth(&moving.data, moving.grid.dims, msig);
+        let fdata = pyramid::gaussian_smooth(&fixed_data, fdims, fsig);
+        let mdata = pyramid::gaussian_smooth(&moving_data, moving.grid.dims, msig);
         let lvl = LevelData::new(
             fixed,
             &fdata,
@@ -278,7 +282,8 @@ impl BinMap {
     #[inline]
     fn map(&self, v: f64) -> (f64, bool) {
         let e = PAD as f64 + (v - self.lo) * self.scale;
-        if e < PAD as f64 {
+        // a NaN would index outside the histogram
+        if e.is_nan() || e < PAD as f64 {
             (PAD as f64, true)
         } else if e > self.top {
             // stay strictly below the top so the window indices stay inside the histogram

@@ -80,3 +80,54 @@ case("bad_bvec_shape", good, bvecs=BVECS[:2])
 case("complex", header(DIMS, datatype=32, bitpix=64) + data(DIMS) + data(DIMS))
 # 16. vectors far from unit length
 case("long_bvec", good, bvecs=[[0, 2, 0, 0, 0.7071, 0.7071, 0, 0.5774]] + BVECS[1:])
+
+# ---- issue 9 families (reliability); each is refused with exit 2 unless marked "accepted" ----
+def data_with(dims, f):
+    n = math.prod(dims)
+    return struct.pack(f"<{n}f", *[f(i) for i in range(n)])
+VOL = math.prod(DIMS[:3])
+# 16. one volume entirely +Inf (made runs crawl): refused, the volume is named
+case("inf_volume", header(DIMS) + data_with(DIMS, lambda i: float("inf") if i // VOL == 3 else 100.0 + (i % 17)))
+# 17. an all-zero diffusion-weighted volume (degrades the fit of every other volume): refused
+case("zero_dw_volume", header(DIMS) + data_with(DIMS, lambda i: 0.0 if i // VOL == 2 else 100.0 + (i % 17)))
+# 18. an all-zero b=0 volume: refused
+case("zero_b0_volume", header(DIMS) + data_with(DIMS, lambda i: 0.0 if i // VOL == 0 else 100.0 + (i % 17)))
+# 19. negative scl_slope (all signal negative; median FD 357 mm was reported): refused
+case("negative_slope", header(DIMS, datatype=4, bitpix=16, slope=-1.0)
+     + struct.pack(f"<{math.prod(DIMS)}h", *[100 + (i % 17) for i in range(math.prod(DIMS))]))
+# 20. every diffusion direction identical: refused for a tensor model
+case("same_directions", good, bvecs=[[0, 1, 1, 1, 1, 1, 1, 1], [0] * 8, [0] * 8])
+# 21. a non-finite b-vector on a diffusion-weighted volume: refused
+case("nan_bvec_dw", good, bvecs=[[0, 1, 0, 0, 0.7071, float("nan"), 0, 0.5774]] + BVECS[1:])
+# 22. a zero-width space inside a b-value: refused, and the character is named
+case("invisible_char", good)
+open("invisible_char.bval", "w", encoding="utf-8").write("0 1000 \u200b1000 1000 1000 1000 1000 1000\n")
+# 23. qform-only header with a non-unit quaternion (nibabel refuses it): refused
+def qform_header(dims, quat, pixdim=(2.0, 2.0, 2.0), qfac=1.0):
+    h = bytearray(header(dims))
+    struct.pack_into("<hh", h, 252, 1, 0)
+    struct.pack_into("<4f", h, 76, qfac, *pixdim)
+    struct.pack_into("<3f", h, 256, *quat)
+    struct.pack_into("<3f", h, 268, 10.0, -20.0, 30.0)
+    return bytes(h)
+case("nonunit_quaternion", qform_header(DIMS, (0.9, 0.9, 0.0)) + data(DIMS))
+# 24. qform-only header with a NaN voxel size: refused (nibabel returns a NaN affine)
+case("nan_pixdim", qform_header(DIMS, (0.0, 0.0, 0.0), pixdim=(float("nan"), 2.0, 2.0)) + data(DIMS))
+# 25. (accepted) UTF-8 byte-order mark at the start of .bval and .bvec (Windows editors)
+case("bom_sidecars", good)
+open("bom_sidecars.bval", "w", encoding="utf-8-sig").write(" ".join(str(b) for b in BVALS) + "\n")
+open("bom_sidecars.bvec", "w", encoding="utf-8-sig").write("\n".join(" ".join(str(v) for v in r) for r in BVECS) + "\n")
+# 26. (accepted, with a warning) `nan nan nan` b-vector on the b=0 volume (DIPY's small_64D.bvec)
+case("nan_bvec_b0", good, bvecs=[[float("nan"), 1, 0, 0, 0.7071, 0.7071, 0, 0.5774],
+                                 [float("nan"), 0, 1, 0, 0.7071, 0, 0.7071, 0.5774],
+                                 [float("nan"), 0, 0, 1, 0, 0.7071, 0.7071, 0.5774]])
+# 27. (accepted) gzip stream followed by zero padding (gzip -t and nibabel accept it)
+case("gzip_zero_padding.nii.gz", gzip.compress(good, mtime=0) + bytes(512))
+# 28. (accepted, bounded) gzip "bomb": the header describes 4x4x3x8 floats, the stream inflates
+#     to 16 MiB more; only the bytes the header asks for are decompressed
+bomb = gzip.compress(good + bytes(16 << 20), compresslevel=9, mtime=0)
+case("gzip_bomb.nii.gz", bomb)
+# 29. crafted ANTs .mat: rows x cols overflows 32 bits (panicked)
+open("overflow.mat", "wb").write(struct.pack("<5i", 0, 0x40000000, 0x40000000, 0, 16) + b"AffineTransform\0" + bytes(64))
+# 30. crafted ANTs .mat: negative row count
+open("negative_rows.mat", "wb").write(struct.pack("<5i", 0, -1, 2, 0, 16) + b"AffineTransform\0")
