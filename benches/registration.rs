@@ -81,14 +81,7 @@ fn mean_disp(a: &Matrix4<f64>, b: &Matrix4<f64>, pts: &[Vector3<f64>]) -> f64 {
 }
 
 fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        0.5 * (s[n / 2 - 1] + s[n / 2])
-    }
+    nifreeze::stats::median(&mut v.to_vec())
 }
 
 fn config(kind: TransformKind) -> RegistrationConfig {

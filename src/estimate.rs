@@ -24,7 +24,7 @@ use crate::outliers::{detect, slice_sums, OutlierConfig, OutlierTable, SliceSums
 use crate::registration::mutual_information::{register_mi, MiConfig};
 use crate::registration::{register, resample, Interpolation, RegistrationConfig};
 use crate::report::rotate_bvecs;
-use crate::{Error, Result};
+use crate::{stats, Error, Result};
 use nalgebra::Matrix4;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -178,7 +178,7 @@ impl SplitMix64 {
     }
 }
 
-/// Voxelwise median of the given volumes (numpy semantics: mean of the two middle values).
+/// Voxelwise median of the given volumes ([`stats::median`]: numpy semantics, NaN ignored).
 pub fn median_volume(series: &Series, indices: &[usize]) -> Volume {
     let n = series.grid.len();
     let mut out = vec![0f32; n];
@@ -188,23 +188,10 @@ pub fn median_volume(series: &Series, indices: &[usize]) -> Volume {
             let idx = c * 4096 + o;
             buf.clear();
             buf.extend(indices.iter().map(|&k| series.volume(k)[idx] as f64));
-            *v = median_f64(&mut buf) as f32;
+            *v = stats::median(&mut buf) as f32;
         }
     });
     Volume::new(series.grid.clone(), out)
-}
-
-fn median_f64(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        0.5 * (v[m - 1] + v[m])
-    }
 }
 
 /// Each volume of `series` resampled into the reference frame with its transform:
@@ -247,7 +234,7 @@ pub fn sanitize_prediction(
         }
         buf.clear();
         buf.extend(shell_mates.iter().map(|&k| data.volume(k)[v] as f64));
-        pred[v] = median_f64(&mut buf).max(0.0) as f32;
+        pred[v] = stats::median(&mut buf).max(0.0) as f32;
         replaced += 1;
     }
     replaced
@@ -865,12 +852,6 @@ mod tests {
             processing_order(Order::Bvalue, &dw, &bv, 0),
             vec![11, 13, 10, 14, 12]
         );
-    }
-
-    #[test]
-    fn median_follows_numpy() {
-        assert_eq!(median_f64(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median_f64(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 
     #[test]

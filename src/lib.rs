@@ -21,5 +21,6 @@ pub mod outliers;
 pub mod registration;
 pub mod report;
 pub mod simulate;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -1,51 +1,28 @@
 //! `nifreeze-rs register` end to end on data/sample (the mini phantom).
 
+mod common;
+
 use nalgebra::Matrix4;
 use nifreeze::io::nifti::{read_mask, read_volume};
 use nifreeze::io::transforms::{read_ants_mat, read_itk, write_itk};
 use std::path::PathBuf;
 use std::process::Command;
 
+fn truth(k: usize) -> Matrix4<f64> {
+    common::read_truth(sample("truth.tsv"))[k]
+}
+
+/// Mean displacement over the sample's brain mask.
+fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>) -> f64 {
+    let (v, _) = read_volume(&sample("brainmask.nii.gz")).unwrap();
+    let m = read_mask(&sample("brainmask.nii.gz"), &v.grid).unwrap();
+    common::mean_error(a, b, &m)
+}
+
 fn sample(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("data/sample")
         .join(name)
-}
-
-fn truth(k: usize) -> Matrix4<f64> {
-    let text = std::fs::read_to_string(sample("truth.tsv")).unwrap();
-    let mut lines = text.lines();
-    let hdr: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    let f: Vec<f64> = lines
-        .nth(k)
-        .unwrap()
-        .split('\t')
-        .map(|v| v.parse().unwrap())
-        .collect();
-    let v: Vec<f64> = (0..16)
-        .map(|i| {
-            f[hdr
-                .iter()
-                .position(|h| *h == format!("m{}{}", i / 4, i % 4))
-                .unwrap()]
-        })
-        .collect();
-    Matrix4::from_row_slice(&v)
-}
-
-fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>) -> f64 {
-    let (v, _) = read_volume(&sample("brainmask.nii.gz")).unwrap();
-    let m = read_mask(&sample("brainmask.nii.gz"), &v.grid).unwrap();
-    let d = a - b;
-    let idx = m.indices();
-    idx.iter()
-        .map(|&i| {
-            let [x, y, z] = m.grid.ijk(i);
-            let p = m.grid.world([x as f64, y as f64, z as f64]);
-            (d.fixed_view::<3, 3>(0, 0) * p + d.fixed_view::<3, 1>(0, 3)).norm()
-        })
-        .sum::<f64>()
-        / idx.len() as f64
 }
 
 fn run(args: &[&std::ffi::OsStr]) -> std::process::Output {

@@ -4,12 +4,19 @@
 //! averaging (noise-free `clean.nii.gz`) or the phantom's own motion (`truth.tsv`, noisy
 //! `dwi.nii.gz`, realigned with the true transforms before averaging).
 
+mod common;
+use common::mean_error;
+
 use nalgebra::{Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::nifti::{read_mask, read_series};
 use nifreeze::registration::mutual_information::{debug_eval, register_mi, MiConfig};
 use nifreeze::registration::{resample, Interpolation};
 use std::path::Path;
+
+fn truth() -> Vec<Matrix4<f64>> {
+    common::read_truth("data/sample/truth.tsv")
+}
 
 fn bvals() -> Vec<f64> {
     std::fs::read_to_string("data/sample/dwi.bval")
@@ -20,19 +27,6 @@ fn bvals() -> Vec<f64> {
 }
 
 /// Rows of truth.tsv: RAS reference → volume matrices.
-fn truth() -> Vec<Matrix4<f64>> {
-    let text = std::fs::read_to_string("data/sample/truth.tsv").unwrap();
-    let mut lines = text.lines();
-    let head: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    let m00 = head.iter().position(|h| *h == "m00").unwrap();
-    lines
-        .map(|l| {
-            let v: Vec<f64> = l.split('\t').map(|x| x.parse().unwrap()).collect();
-            Matrix4::from_row_slice(&v[m00..m00 + 16])
-        })
-        .collect()
-}
-
 fn load(name: &str) -> (Series, Mask) {
     let (s, _) = read_series(Path::new(&format!("data/sample/{name}"))).unwrap();
     let m = read_mask(Path::new("data/sample/brainmask.nii.gz"), &s.grid).unwrap();
@@ -41,22 +35,7 @@ fn load(name: &str) -> (Series, Mask) {
 
 fn median_b0(s: &Series, b: &[f64]) -> Volume {
     let idx: Vec<usize> = (0..b.len()).filter(|&i| b[i] <= 50.0).collect();
-    let n = s.grid.len();
-    let mut out = vec![0f32; n];
-    let mut buf = vec![0f32; idx.len()];
-    for (v, o) in out.iter_mut().enumerate() {
-        for (t, &i) in idx.iter().enumerate() {
-            buf[t] = s.volume(i)[v];
-        }
-        buf.sort_by(|a, b| a.total_cmp(b));
-        let h = buf.len() / 2;
-        *o = if buf.len() % 2 == 1 {
-            buf[h]
-        } else {
-            0.5 * (buf[h - 1] + buf[h])
-        };
-    }
-    Volume::new(s.grid.clone(), out)
+    nifreeze::estimate::median_volume(s, &idx)
 }
 
 /// Mean of the volumes with b in `range`, each first resampled through `t(k)`
@@ -95,19 +74,6 @@ fn rigid(rot_deg: [f64; 3], t: [f64; 3], c: Vector3<f64>) -> Matrix4<f64> {
 }
 
 /// Mean displacement (mm) between two transforms over the mask voxels.
-fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>, m: &Mask) -> f64 {
-    let d = a - b;
-    let idx = m.indices();
-    idx.iter()
-        .map(|&i| {
-            let [x, y, z] = m.grid.ijk(i);
-            let p = m.grid.world([x as f64, y as f64, z as f64]);
-            (d.fixed_view::<3, 3>(0, 0) * p + d.fixed_view::<3, 1>(0, 3)).norm()
-        })
-        .sum::<f64>()
-        / idx.len() as f64
-}
-
 fn mask_centre(m: &Mask) -> Vector3<f64> {
     let idx = m.indices();
     idx.iter()

@@ -2,11 +2,18 @@
 //! known transforms applied to the noise-free volumes, and the acquired (moved, noisy)
 //! volumes against their clean counterparts with the simulator's truth.tsv.
 
+mod common;
+use common::mean_error;
+
 use nalgebra::{Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::nifti::{read_mask, read_series};
 use nifreeze::registration::{register, resample, Interpolation, RegistrationConfig};
 use std::path::PathBuf;
+
+fn truth() -> Vec<Matrix4<f64>> {
+    common::read_truth(sample("truth.tsv"))
+}
 
 fn sample(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,35 +26,6 @@ fn load() -> (Series, Series, Mask) {
     let (dwi, _) = read_series(&sample("dwi.nii.gz")).unwrap();
     let mask = read_mask(&sample("brainmask.nii.gz"), &clean.grid).unwrap();
     (clean, dwi, mask)
-}
-
-fn truth() -> Vec<Matrix4<f64>> {
-    let text = std::fs::read_to_string(sample("truth.tsv")).unwrap();
-    let mut lines = text.lines();
-    let hdr: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    let col = |n: String| hdr.iter().position(|h| *h == n).unwrap();
-    let idx: Vec<usize> = (0..16)
-        .map(|k| col(format!("m{}{}", k / 4, k % 4)))
-        .collect();
-    lines
-        .map(|l| {
-            let f: Vec<f64> = l.split('\t').map(|v| v.parse().unwrap()).collect();
-            Matrix4::from_row_slice(&idx.iter().map(|&i| f[i]).collect::<Vec<_>>())
-        })
-        .collect()
-}
-
-fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>, m: &Mask) -> f64 {
-    let d = a - b;
-    let idx = m.indices();
-    idx.iter()
-        .map(|&i| {
-            let [x, y, z] = m.grid.ijk(i);
-            let p = m.grid.world([x as f64, y as f64, z as f64]);
-            (d.fixed_view::<3, 3>(0, 0) * p + d.fixed_view::<3, 1>(0, 3)).norm()
-        })
-        .sum::<f64>()
-        / idx.len() as f64
 }
 
 fn rigid(rot_deg: [f64; 3], t: [f64; 3], c: &Vector3<f64>) -> Matrix4<f64> {

@@ -1,6 +1,9 @@
 //! Registration on analytic volumes: the moving image is sampled from the same continuous
 //! object moved by a known transform, so the truth is exact and independent of our resampler.
 
+mod common;
+use common::mean_error;
+
 use nalgebra::{Matrix3, Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Grid, Mask, Volume};
 use nifreeze::registration::{register, RegistrationConfig, TransformKind};
@@ -85,19 +88,6 @@ fn rigid(rot_deg: [f64; 3], t: [f64; 3], c: [f64; 3]) -> Matrix4<f64> {
 }
 
 /// Mean displacement (mm) between two transforms over the mask voxels.
-fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>, m: &Mask) -> f64 {
-    let d = a - b;
-    let idx = m.indices();
-    idx.iter()
-        .map(|&i| {
-            let [x, y, z] = m.grid.ijk(i);
-            let p = m.grid.world([x as f64, y as f64, z as f64]);
-            (d.fixed_view::<3, 3>(0, 0) * p + d.fixed_view::<3, 1>(0, 3)).norm()
-        })
-        .sum::<f64>()
-        / idx.len() as f64
-}
-
 /// moving(T x) = fixed(x): the moving image samples the object at T⁻¹ y.
 fn moved(grid: &Grid, t: &Matrix4<f64>) -> Volume {
     let inv = t.try_inverse().unwrap();

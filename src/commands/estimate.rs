@@ -255,7 +255,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     reporter.message(&format!(
         "done in {:.1}s: median FD {:.3} mm, outputs in {}",
         started.elapsed().as_secs_f64(),
-        median(rows.iter().map(|r| r.fd).collect()),
+        crate::stats::median(&mut rows.iter().map(|r| r.fd).collect::<Vec<_>>()),
         args.out.display()
     ));
     out.finish()
@@ -285,14 +285,6 @@ fn outlier_summary(t: &OutlierTable, replaced: bool) -> serde_json::Value {
         "replaced_in_corrected_series": replaced,
         "rows": t.rows,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Everything a pipeline or a reviewer needs to know about the run, as summary.json.

@@ -14,7 +14,8 @@
 //!   floor, `1e-6 / max(−design matrix in s/mm²)` over the fitted rows, takes the largest
 //!   entry (e.g. 2b·gx·gy, whose sign flips with an axis flip), so it depends on the gradient
 //!   frame: gradients are expected in scanner RAS, as nifreeze hands them to DIPY.
-//! - a NaN sample counts as the minimum signal; voxels with non-finite S0 are left out.
+//! - a NaN sample counts as the minimum signal; S0 ignores NaN b=0 samples
+//!   ([`crate::stats::median`]); voxels with non-finite S0 are left out.
 //!
 //! Speed: the log-signals of the fitted voxels are stored once, voxel-major (ln taken once, not
 //! per fold). The held-out volume is a zero column of the fold's OLS pseudo-inverse and a zero
@@ -589,7 +590,8 @@ pub fn median_b0(series: &Series, gradients: &GradientTable, b0_threshold: f64) 
     ))
 }
 
-/// Voxelwise median of the given volumes (mean of the middle two for an even count, in f64).
+/// Voxelwise median of the given volumes ([`crate::stats::median`]: mean of the middle two for
+/// an even count, NaN samples ignored, NaN when all are).
 fn median_volumes<S: Samples>(series: &S, vols: &[usize]) -> Vec<f64> {
     let nvox = series.grid().len();
     let mut out = vec![0.0f64; nvox];
@@ -600,25 +602,10 @@ fn median_volumes<S: Samples>(series: &S, vols: &[usize]) -> Vec<f64> {
             for (b, &k) in buf.iter_mut().zip(vols) {
                 *b = series.get(k, l);
             }
-            *o = median(&mut buf);
+            *o = crate::stats::median(&mut buf);
         }
     });
     out
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    // NaN sorts last (like numpy, which returns NaN if any value is NaN: handled by callers
-    // through the finiteness test on S0).
-    if v.iter().any(|x| x.is_nan()) {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// nifreeze's S0 without b=0: `round(percentile(data[mask], 98))` over the diffusion-weighted
@@ -678,9 +665,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn median_and_list() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    fn compact_lists() {
         assert_eq!(compact_list(&[1, 2, 3, 5, 7, 8]), "1-3,5,7-8");
     }
 }

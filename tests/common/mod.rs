@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests, built on the library's own readers and scorer
+//! (`report::read_motion_tsv`, `compare::score`) instead of copies of them.
+
+#![allow(dead_code)] // each test crate uses a subset
+
+use nalgebra::{Matrix4, Vector3};
+use nifreeze::compare::score;
+use nifreeze::image::Mask;
+use nifreeze::report::read_motion_tsv;
+use std::path::Path;
+
+/// The true per-volume matrices (m00..m33 columns) of a truth.tsv.
+pub fn read_truth(path: impl AsRef<Path>) -> Vec<Matrix4<f64>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    read_motion_tsv(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every voxel centre of the mask (RAS mm).
+pub fn mask_points(m: &Mask) -> Vec<Vector3<f64>> {
+    m.indices()
+        .into_iter()
+        .map(|i| {
+            let [x, y, z] = m.grid.ijk(i);
+            m.grid.world([x as f64, y as f64, z as f64])
+        })
+        .collect()
+}
+
+/// Mean displacement (mm) between two transforms over every mask voxel: `compare::score`'s
+/// raw per-volume error with `b` as the truth.
+pub fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>, m: &Mask) -> f64 {
+    score(&[*b], &[*a], &mask_points(m))
+        .expect("invertible truth, non-empty mask")
+        .per_volume_raw_mean_mm[0]
+}
