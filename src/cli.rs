@@ -116,10 +116,14 @@ const SIMULATE_HELP: &str = concat!(
     "Examples:
   nifreeze-rs simulate --out phantom --seed 7
   nifreeze-rs simulate --out ph --shells 1000:30 --b0 3 --voxel-size 2 --max-rot 6 --clean
+  nifreeze-rs simulate --out ph --ec 1 --pe-dir j- --dropout 0.1 --drift 5 --clean
 
 Writes dwi.nii.gz (int16), dwi.bval/.bvec (FSL), dwi.b (MRtrix), brainmask.nii.gz,
 truth.tsv (per volume: the true RAS reference->volume matrix m00..m33 and its parameters),
 phantom.json, and clean.nii.gz with --clean. The same --seed gives the same bytes.
+With --ec/--dropout/--drift, truth.tsv holds the full map (head motion, then the eddy-current
+distortion), truth_rigid.tsv the head motion alone, and artefacts.json (the schema of
+../shared/phantoms/bench_artefacts) the dropout slices, the drift and the rigid truth.
 
 ",
     exit_codes!()
@@ -129,6 +133,8 @@ const COMPARE_HELP: &str = "Examples:
   nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv --mask ph/brainmask.nii.gz
   nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv \\
       --mask ph/brainmask.nii.gz --max-median-mm 0.2 --max-worst-mm 0.5 --json
+  nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv \
+      --mask ph/brainmask.nii.gz --artefacts ph/artefacts.json --outliers est/outliers.tsv
 
 Error measure (as ../shared/tools/score.py): for volume k, the mean over brain points x
 (every 7th mask voxel) of |E_k x - T_k G x| in mm, E_k the estimated and T_k the true
@@ -341,6 +347,30 @@ pub struct EstimateArgs {
     /// Do not write the motion-corrected series.
     #[arg(long)]
     pub no_resample: bool,
+    /// Outlier slices (signal dropouts): a slice is an outlier when its mean signal, compared
+    /// with the model's prediction and with its neighbouring slices, lies more than Z robust
+    /// standard deviations below the other volumes of its shell (like eddy's --ol_nstd, whose
+    /// default is 4; a sign is ignored, -6 = 6). Measured: dropouts keeping <= 40 % of their
+    /// signal score below -15, clean slices above -4.5. Slices follow
+    /// SliceEncodingDirection of the JSON sidecar, else the third voxel axis. Outlier slices
+    /// weigh nothing in their volume's registration and are replaced by their prediction in
+    /// the next pass's model fit. Listed in outliers.tsv.
+    #[arg(
+        long,
+        value_name = "Z",
+        default_value_t = 6.0,
+        allow_negative_numbers = true
+    )]
+    pub outlier_threshold: f64,
+    /// Write dwi_corrected with outlier slices replaced by their prediction (eddy's --repol);
+    /// without it they are kept as acquired.
+    #[arg(long)]
+    pub repol: bool,
+    /// Correct the signal drift before the model fits, and in dwi_corrected: every volume is
+    /// divided by a quadratic (linear with 2-3 b=0 volumes) fitted to the b=0 volumes' mean
+    /// signal over acquisition order (Vos et al. 2017). The drift is reported either way.
+    #[arg(long)]
+    pub drift_correct: bool,
     /// Also write FSL eddy's motion files for pipelines that read them (QSIPrep, eddy_quad):
     /// PREFIX.eddy_parameters, .eddy_movement_rms, .eddy_restricted_movement_rms,
     /// .eddy_rotated_bvecs; a relative PREFIX lies in --out. The outlier maps are written only
@@ -475,9 +505,34 @@ pub struct SimulateArgs {
     /// Store the image with the x axis flipped (det < 0, LAS-like, as many scanners export).
     #[arg(long)]
     pub flip_x: bool,
-    /// Also write clean.nii.gz: the same volumes unmoved and noise-free (float32).
+    /// Also write clean.nii.gz: the same volumes unmoved and noise-free (float32), without
+    /// eddy currents, dropouts or drift.
     #[arg(long)]
     pub clean: bool,
+    /// Eddy-current strength S: each diffusion-weighted volume is displaced along the
+    /// phase-encode axis by a field linear in scanner position, proportional to b and mixed by
+    /// the gradient direction; at S = 1 and b = 1000 the field displaces by about 1.4 mm per
+    /// 100 mm from the isocentre (RMS per axis) plus a ~0.4 mm shift, which gives 0.6-0.8 mm
+    /// median displacement over the brain on a 1000/2000 protocol (like
+    /// ../shared/phantoms/bench_artefacts: 0.67 mm). Displacements scale linearly with S. 0 = none.
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    pub ec: f64,
+    /// Phase-encode direction (BIDS PhaseEncodingDirection): i, i-, j, j-, k or k-.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "j",
+        allow_hyphen_values = true
+    )]
+    pub pe_dir: String,
+    /// Fraction of the diffusion-weighted volumes with signal dropouts: 1-3 interleaved
+    /// slices (third voxel axis) keep 5-40 % of their signal. Listed in artefacts.json.
+    #[arg(long, value_name = "FRAC", default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Signal drift over acquisition order, per cent lost by the last volume (linear plus
+    /// quadratic decline). Listed per volume in artefacts.json.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub drift: f64,
 }
 
 #[derive(Args, Debug)]
@@ -497,6 +552,20 @@ pub struct CompareArgs {
     /// Fail (exit 1) when the worst per-volume error exceeds this (mm).
     #[arg(long, value_name = "Y")]
     pub max_worst_mm: Option<f64>,
+    /// The simulator's artefact list (artefacts.json: `dropouts`, volume -> [[slice,
+    /// fraction], ...]); with --outliers, report how well dropout slices were detected
+    /// (recall over slices keeping at most 40 % of their signal; precision over all reported).
+    #[arg(long, value_name = "FILE", requires = "outliers")]
+    pub artefacts: Option<PathBuf>,
+    /// outliers.tsv written by `estimate` (volume and slice columns).
+    #[arg(long, value_name = "FILE", requires = "artefacts")]
+    pub outliers: Option<PathBuf>,
+    /// Fail (exit 1) when the dropout detection recall is below this.
+    #[arg(long, value_name = "R", requires = "artefacts")]
+    pub min_recall: Option<f64>,
+    /// Fail (exit 1) when the dropout detection precision is below this.
+    #[arg(long, value_name = "P", requires = "artefacts")]
+    pub min_precision: Option<f64>,
     /// Print the report as JSON (median, worst, per-volume errors) instead of a table.
     #[arg(long)]
     pub json: bool,

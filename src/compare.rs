@@ -209,6 +209,134 @@ pub fn score(
     })
 }
 
+/// Slices at or below this remaining signal fraction must be found (issue 11's bar; every
+/// dropout the simulators write is at 5–40 %).
+pub const DROPOUT_MAX_FRACTION: f64 = 0.40;
+
+/// Detection of dropout slices scored against the simulator's list.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DetectionScore {
+    /// True dropout slices with remaining signal ≤ the fraction judged (the recall base).
+    pub true_dropouts: usize,
+    /// Of those, how many the outlier list reports.
+    pub found: usize,
+    /// Slices the outlier list reports.
+    pub reported: usize,
+    /// Reported slices that are true dropouts (any fraction).
+    pub correct: usize,
+    pub recall: f64,
+    pub precision: f64,
+    /// Missed (volume, slice, remaining fraction).
+    pub missed: Vec<(usize, usize, f64)>,
+    /// Reported slices that are not dropouts (volume, slice).
+    pub false_positives: Vec<(usize, usize)>,
+}
+
+/// Score reported outlier slices (volume, slice) against the true dropouts (volume, slice,
+/// remaining fraction). Recall counts dropouts with fraction ≤ `max_fraction`; precision
+/// counts every reported slice that is a true dropout of any depth. An empty base scores 1.
+pub fn score_detection(
+    truth: &[(usize, usize, f64)],
+    reported: &[(usize, usize)],
+    max_fraction: f64,
+) -> DetectionScore {
+    let is_reported = |v: usize, s: usize| reported.contains(&(v, s));
+    let judged: Vec<&(usize, usize, f64)> = truth.iter().filter(|d| d.2 <= max_fraction).collect();
+    let missed: Vec<(usize, usize, f64)> = judged
+        .iter()
+        .filter(|d| !is_reported(d.0, d.1))
+        .map(|d| **d)
+        .collect();
+    let found = judged.len() - missed.len();
+    let false_positives: Vec<(usize, usize)> = reported
+        .iter()
+        .filter(|r| !truth.iter().any(|d| (d.0, d.1) == **r))
+        .copied()
+        .collect();
+    let correct = reported.len() - false_positives.len();
+    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    DetectionScore {
+        true_dropouts: judged.len(),
+        found,
+        reported: reported.len(),
+        correct,
+        recall: ratio(found, judged.len()),
+        precision: ratio(correct, reported.len()),
+        missed,
+        false_positives,
+    }
+}
+
+/// The true dropouts of an artefacts.json (`dropouts`: volume → [[slice, fraction], …], the
+/// schema of ../shared/phantoms/bench_artefacts and of `simulate`), sorted.
+pub fn parse_dropouts(text: &str, what: &str) -> Result<Vec<(usize, usize, f64)>> {
+    let bad = |m: &str| Error::input(format!("{what}: {m}"));
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(&format!("not JSON ({e})")))?;
+    let drops = v
+        .get("dropouts")
+        .and_then(|d| d.as_object())
+        .ok_or_else(|| bad("no `dropouts` object (volume -> [[slice, fraction], ...])"))?;
+    let mut out = Vec::new();
+    for (vol, slices) in drops {
+        let vol: usize = vol
+            .parse()
+            .map_err(|_| bad(&format!("dropout key `{vol}` is not a volume index")))?;
+        let list = slices
+            .as_array()
+            .ok_or_else(|| bad(&format!("dropouts of volume {vol} are not a list")))?;
+        for pair in list {
+            let s = pair.get(0).and_then(|x| x.as_u64());
+            let f = pair.get(1).and_then(|x| x.as_f64());
+            match (s, f) {
+                (Some(s), Some(f)) => out.push((vol, s as usize, f)),
+                _ => {
+                    return Err(bad(&format!(
+                        "dropout of volume {vol} is not [slice, fraction]: {pair}"
+                    )))
+                }
+            }
+        }
+    }
+    out.sort_by_key(|a| (a.0, a.1));
+    Ok(out)
+}
+
+/// The (volume, slice) rows of an outliers.tsv (columns found by header name).
+pub fn parse_outlier_slices(text: &str, what: &str) -> Result<Vec<(usize, usize)>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().ok_or_else(|| {
+        Error::input(format!(
+            "{what} is empty: expected a header `volume slice bvalue score replaced`"
+        ))
+    })?;
+    let cols: Vec<&str> = header.split('\t').map(str::trim).collect();
+    let col = |name: &str| {
+        cols.iter().position(|h| *h == name).ok_or_else(|| {
+            Error::input(format!(
+                "{what} has no column `{name}`: expected the outliers.tsv of `estimate` \
+                 (volume slice bvalue score replaced)"
+            ))
+        })
+    };
+    let (cv, cs) = (col("volume")?, col("slice")?);
+    let mut out = Vec::new();
+    for (row, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split('\t').map(str::trim).collect();
+        let get = |c: usize| f.get(c).and_then(|x| x.parse::<usize>().ok());
+        match (get(cv), get(cs)) {
+            (Some(v), Some(s)) => out.push((v, s)),
+            _ => {
+                return Err(Error::input(format!(
+                    "{what}, data row {}: volume and slice must be whole numbers",
+                    row + 1
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +381,43 @@ mod tests {
         assert_eq!(parse_matrices(&t, "x").unwrap().len(), 1);
         let bad = format!("{}\n{}\tnan\n", hdr.join("\t"), vec!["1"; 15].join("\t"));
         assert!(matches!(parse_matrices(&bad, "x"), Err(Error::Input(_))));
+    }
+
+    #[test]
+    fn detection_precision_and_recall() {
+        // three judged dropouts, one too faint a loss to count for recall (0.6)
+        let truth = [(1, 10, 0.1), (1, 12, 0.3), (5, 20, 0.6), (7, 3, 0.4)];
+        let reported = [(1, 10), (5, 20), (9, 9)];
+        let d = score_detection(&truth, &reported, DROPOUT_MAX_FRACTION);
+        assert_eq!(
+            (d.true_dropouts, d.found, d.reported, d.correct),
+            (3, 1, 3, 2)
+        );
+        assert!((d.recall - 1.0 / 3.0).abs() < 1e-15);
+        assert!((d.precision - 2.0 / 3.0).abs() < 1e-15);
+        assert_eq!(d.missed, vec![(1, 12, 0.3), (7, 3, 0.4)]);
+        assert_eq!(d.false_positives, vec![(9, 9)]);
+        let none = score_detection(&[], &[], 0.4);
+        assert_eq!((none.recall, none.precision), (1.0, 1.0));
+    }
+
+    #[test]
+    fn artefact_and_outlier_files_parse() {
+        let a = r#"{"dropouts": {"25": [[36, 0.2], [38, 0.1]], "1": [[38, 0.28]]}}"#;
+        assert_eq!(
+            parse_dropouts(a, "a").unwrap(),
+            vec![(1, 38, 0.28), (25, 36, 0.2), (25, 38, 0.1)]
+        );
+        assert!(matches!(parse_dropouts("{}", "a"), Err(Error::Input(_))));
+        assert!(matches!(
+            parse_dropouts(r#"{"dropouts": {"x": []}}"#, "a"),
+            Err(Error::Input(_))
+        ));
+        let o = "volume\tslice\tbvalue\tscore\treplaced\n3\t17\t1000\t-7.5\t1\n";
+        assert_eq!(parse_outlier_slices(o, "o").unwrap(), vec![(3, 17)]);
+        assert!(matches!(
+            parse_outlier_slices("a\tb\n", "o"),
+            Err(Error::Input(_))
+        ));
     }
 }

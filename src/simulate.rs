@@ -15,6 +15,7 @@
 //! g_head = R_kᵀ g.
 
 mod anatomy;
+pub mod artefacts;
 mod field;
 pub mod motion;
 pub mod protocol;
@@ -26,13 +27,27 @@ use crate::image::{Grid, Mask};
 use crate::io::gradients::GradientTable;
 use crate::{Error, Result};
 use anatomy::Anatomy;
+use artefacts::{Dropouts, EddyField};
 use field::SmoothField;
 use nalgebra::{Matrix3, Matrix4, Vector3, Vector4};
 use rayon::prelude::*;
 use rng::Rng;
 use signal::Acquisition;
 
+pub use artefacts::PhaseEncoding;
 pub use motion::Motion;
+
+impl Simulation {
+    /// Full per-volume map (reference-head point -> where the acquired volume shows it):
+    /// eddy-current distortion after head motion, D_k·T_k.
+    pub fn full_truth(&self) -> Vec<Matrix4<f64>> {
+        self.motions
+            .iter()
+            .zip(&self.distortions)
+            .map(|(m, d)| d * m.matrix)
+            .collect()
+    }
+}
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -52,6 +67,14 @@ pub struct SimParams {
     pub flip_x: bool,
     /// Also return the unmoved, noise-free series.
     pub clean: bool,
+    /// Eddy-current strength (see [`artefacts`]; 0 = none).
+    pub ec: f64,
+    /// Phase-encode direction (the axis eddy currents displace along).
+    pub pe: PhaseEncoding,
+    /// Fraction of diffusion-weighted volumes with dropout slices.
+    pub dropout: f64,
+    /// Signal drift over the series, per cent.
+    pub drift: f64,
 }
 
 impl Default for SimParams {
@@ -67,6 +90,10 @@ impl Default for SimParams {
             oblique: 0.0,
             flip_x: false,
             clean: false,
+            ec: 0.0,
+            pe: PhaseEncoding { axis: 1, sign: 1 },
+            dropout: 0.0,
+            drift: 0.0,
         }
     }
 }
@@ -82,6 +109,15 @@ pub struct Simulation {
     pub gradients: GradientTable,
     pub mask: Mask,
     pub motions: Vec<Motion>,
+    /// Per volume, the eddy-current distortion D_k (physical scanner point -> where the
+    /// acquired image shows it); identity without `ec`. The full truth is D_k·T_k.
+    pub distortions: Vec<Matrix4<f64>>,
+    /// The eddy-current coefficients, when simulated.
+    pub eddy: Option<EddyField>,
+    /// Dropout slices (third voxel axis) and their remaining signal fraction.
+    pub dropouts: Dropouts,
+    /// Multiplicative signal drift per volume.
+    pub drift: Vec<f64>,
     /// Brain centroid (RAS mm): the centre of the motion parameters.
     pub centre: Vector3<f64>,
     /// Standard deviation of the Gaussian noise in each channel.
@@ -94,6 +130,9 @@ const STREAM_PROTOCOL: u64 = 2;
 const STREAM_MOTION: u64 = 3;
 const STREAM_BIAS: u64 = 4;
 const STREAM_NOISE: u64 = 5;
+const STREAM_EDDY: u64 = 6;
+const STREAM_DROPOUT: u64 = 7;
+const STREAM_DRIFT: u64 = 8;
 
 /// Sub-voxel offsets of the 2× finer grid (voxel units).
 const SUB: [f64; 2] = [-0.25, 0.25];
@@ -151,6 +190,45 @@ pub fn simulate(p: &SimParams) -> Result<Simulation> {
         (0.12 * bias_field.eval(&y)).exp() as f32
     });
 
+    let dw: Vec<usize> = (0..n_volumes).filter(|&k| bvals[k] > 0.0).collect();
+    let eddy = (p.ec > 0.0).then(|| {
+        EddyField::random(
+            &mut Rng::stream(p.seed, STREAM_EDDY, 0),
+            p.ec,
+            p.pe.world(&grid.affine),
+        )
+    });
+    let distortions: Vec<Matrix4<f64>> = (0..n_volumes)
+        .map(|k| match &eddy {
+            Some(e) if bvals[k] > 0.0 => e.distortion(bvals[k], bvecs[k]),
+            _ => identity,
+        })
+        .collect();
+    let slice_brain: Vec<usize> = (0..grid.dims[2])
+        .map(|kk| {
+            let n = grid.dims[0] * grid.dims[1];
+            mask.data[kk * n..(kk + 1) * n]
+                .iter()
+                .filter(|&&b| b)
+                .count()
+        })
+        .collect();
+    let dropouts = artefacts::dropouts(
+        &mut Rng::stream(p.seed, STREAM_DROPOUT, 0),
+        &dw,
+        p.dropout,
+        &slice_brain,
+    );
+    let drift = if p.drift > 0.0 {
+        artefacts::drift(
+            &mut Rng::stream(p.seed, STREAM_DRIFT, 0),
+            n_volumes,
+            p.drift,
+        )
+    } else {
+        vec![1.0; n_volumes]
+    };
+
     let sigma = if p.snr > 0.0 {
         signal::PD_WM / p.snr
     } else {
@@ -158,10 +236,32 @@ pub fn simulate(p: &SimParams) -> Result<Simulation> {
     };
     let volume = |k: usize, moved: bool| -> Vec<f32> {
         let (t, rot) = if moved {
-            (motions[k].matrix, motions[k].rotation())
+            (distortions[k] * motions[k].matrix, motions[k].rotation())
         } else {
             (identity, Matrix3::identity())
         };
+        // Eddy currents displace the signal, coil shading included (it belongs to the
+        // physical point D⁻¹z), and the Jacobian conserves the signal; the dropout and drift
+        // scale what the scanner records, before the (unchanged) thermal noise.
+        let distorted = moved && distortions[k] != identity;
+        let dinv = distortions[k]
+            .try_inverse()
+            .expect("eddy-current maps are invertible");
+        let mut gain = 1.0;
+        let mut slice_gain = vec![1.0f64; grid.dims[2]];
+        if moved {
+            gain = drift[k];
+            if let Some(e) = &eddy {
+                if bvals[k] > 0.0 {
+                    gain *= e.jacobian_factor(bvals[k], bvecs[k]);
+                }
+            }
+            if let Some((_, sl)) = dropouts.iter().find(|(v, _)| *v == k) {
+                for &(s, f) in sl {
+                    slice_gain[s] = f;
+                }
+            }
+        }
         let g = Vector3::from(bvecs[k]);
         let gh = rot.transpose() * g;
         let acq = Acquisition::new(bvals[k], [gh.x, gh.y, gh.z]);
@@ -172,7 +272,14 @@ pub fn simulate(p: &SimParams) -> Result<Simulation> {
             for j in 0..grid.dims[1] {
                 for i in 0..grid.dims[0] {
                     let s = fine_average(&lattice, i, j, kk, |n| acq.signal(n));
-                    out.push((s * bias[grid.index(i, j, kk)] as f64) as f32);
+                    let shade = if distorted {
+                        let z = grid.world([i as f64, j as f64, kk as f64]);
+                        let y = (dinv * z.push(1.0)).xyz();
+                        (0.12 * bias_field.eval(&y)).exp()
+                    } else {
+                        bias[grid.index(i, j, kk)] as f64
+                    };
+                    out.push((s * shade * gain * slice_gain[kk]) as f32);
                 }
             }
         }
@@ -209,6 +316,10 @@ pub fn simulate(p: &SimParams) -> Result<Simulation> {
         gradients: GradientTable { bvecs, bvals },
         mask,
         motions,
+        distortions,
+        eddy,
+        dropouts,
+        drift,
         centre,
         sigma,
     })
@@ -248,6 +359,24 @@ fn check(p: &SimParams) -> Result<()> {
     }
     if p.shells.is_empty() {
         return bad("at least one shell is needed".into());
+    }
+    if !(0.0..=10.0).contains(&p.ec) {
+        return bad(format!(
+            "--ec {} must be within [0, 10] (1 = typical eddy currents)",
+            p.ec
+        ));
+    }
+    if !(0.0..=1.0).contains(&p.dropout) {
+        return bad(format!(
+            "--dropout {} must be a fraction of the diffusion-weighted volumes in [0, 1]",
+            p.dropout
+        ));
+    }
+    if !(0.0..=50.0).contains(&p.drift) {
+        return bad(format!(
+            "--drift {} must be a percentage within [0, 50]",
+            p.drift
+        ));
     }
     if p.shells.iter().map(|s| s.1).sum::<usize>() + p.n_b0 > 2000 {
         return bad("more than 2000 volumes requested".into());
@@ -417,5 +546,101 @@ mod tests {
             s.centre,
             plain.centre
         );
+    }
+
+    /// The full truth D_k·T_k explains the acquired eddy-current-distorted volume: pulling
+    /// the acquired volume back through it (and undoing the Jacobian) reproduces the clean
+    /// volume far better than the head motion alone does.
+    #[test]
+    fn eddy_current_truth_explains_the_data() {
+        use crate::image::Volume;
+        use crate::registration::{resample, Interpolation};
+        let p = SimParams {
+            snr: 0.0,
+            ec: 5.0,
+            clean: true,
+            ..small()
+        };
+        let s = simulate(&p).unwrap();
+        let clean = s.clean.as_ref().unwrap();
+        let n = s.grid.len();
+        let inner = crate::mask::erode(&s.mask, 1);
+        let full = s.full_truth();
+        let (mut sum_truth, mut sum_rigid, mut checked) = (0.0, 0.0, 0);
+        for k in (0..s.n_volumes).filter(|&k| s.gradients.bvals[k] > 0.0) {
+            let acquired = Volume::new(s.grid.clone(), s.data[k * n..(k + 1) * n].to_vec());
+            let c = &clean[k * n..(k + 1) * n];
+            let err = |t: &Matrix4<f64>, scale: f64| -> f64 {
+                let r = resample(&acquired, &s.grid, t, Interpolation::CubicBSpline);
+                let (mut e, mut m) = (0.0, 0.0);
+                for i in inner.indices() {
+                    e += (r.data[i] as f64 * scale - c[i] as f64).powi(2);
+                    m += c[i] as f64;
+                }
+                let cnt = inner.count() as f64;
+                (e / cnt).sqrt() / (m / cnt)
+            };
+            let det = s.distortions[k].fixed_view::<3, 3>(0, 0).determinant();
+            let with_truth = err(&full[k], det);
+            let rigid_only = err(&s.motions[k].matrix, 1.0);
+            assert!(with_truth < 0.1, "volume {k}: {with_truth}");
+            assert!(
+                with_truth < rigid_only,
+                "volume {k}: {with_truth} vs {rigid_only}"
+            );
+            sum_truth += with_truth;
+            sum_rigid += rigid_only;
+            checked += 1;
+        }
+        assert_eq!(checked, 8);
+        assert!(sum_truth < 0.5 * sum_rigid, "{sum_truth} vs {sum_rigid}");
+    }
+
+    /// Without motion or noise, a dropout slice holds its fraction of the clean signal times
+    /// the drift, and other slices the drift alone.
+    #[test]
+    fn dropout_and_drift_scale_the_signal() {
+        let p = SimParams {
+            snr: 0.0,
+            max_rot: 0.0,
+            max_trans: 0.0,
+            dropout: 0.5,
+            drift: 10.0,
+            clean: true,
+            ..small()
+        };
+        let s = simulate(&p).unwrap();
+        assert_eq!(s.dropouts.len(), 4);
+        let clean = s.clean.as_ref().unwrap();
+        let [nx, ny, nz] = s.grid.dims;
+        let n = s.grid.len();
+        for k in 0..s.n_volumes {
+            let lost: Vec<(usize, f64)> = s
+                .dropouts
+                .iter()
+                .find(|(v, _)| *v == k)
+                .map(|(_, sl)| sl.clone())
+                .unwrap_or_default();
+            for z in 0..nz {
+                let (mut a, mut b) = (0.0, 0.0);
+                for i in z * nx * ny..(z + 1) * nx * ny {
+                    if s.mask.data[i] {
+                        a += s.data[k * n + i] as f64;
+                        b += clean[k * n + i] as f64;
+                    }
+                }
+                if b < 1e4 {
+                    continue;
+                }
+                let f = lost.iter().find(|d| d.0 == z).map_or(1.0, |d| d.1);
+                let want = f * s.drift[k];
+                assert!(
+                    (a / b - want).abs() < 0.01 * want + 1e-3,
+                    "{k} {z}: {} vs {want}",
+                    a / b
+                );
+            }
+        }
+        assert!((s.drift[s.n_volumes - 1] - 0.9).abs() < 1e-12);
     }
 }

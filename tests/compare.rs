@@ -209,3 +209,58 @@ fn bad_inputs_exit_2() {
     ]);
     assert_eq!(code, 2);
 }
+
+/// Given the artefact list and an outlier list, compare reports dropout detection and fails
+/// (exit 1) below --min-recall.
+#[test]
+fn dropout_detection_is_reported_and_thresholded() {
+    let (truth, est, mask, _) = case("mini");
+    let d = tempfile::tempdir().unwrap();
+    let art = d.path().join("artefacts.json");
+    let out = d.path().join("outliers.tsv");
+    std::fs::write(
+        &art,
+        r#"{"dropouts": {"4": [[10, 0.2], [12, 0.35]], "9": [[20, 0.5]]}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &out,
+        "volume\tslice\tbvalue\tscore\treplaced\n4\t10\t1000\t-9.1\t0\n9\t20\t2000\t-5.0\t0\n6\t3\t1000\t-4.2\t0\n",
+    )
+    .unwrap();
+    let base = [
+        "compare",
+        "--truth",
+        &truth,
+        "--estimate",
+        &est,
+        "--mask",
+        &mask,
+        "--artefacts",
+        art.to_str().unwrap(),
+        "--outliers",
+        out.to_str().unwrap(),
+    ];
+    let (code, stdout, err) = run(&base);
+    assert_eq!(code, 0, "{err}");
+    // recall: 1 of the 2 slices at <= 40 %; precision: 2 of 3 reported are dropouts
+    assert!(stdout.contains("recall 0.500 (1 of 2"), "{stdout}");
+    assert!(stdout.contains("precision 0.667 (2 of 3"), "{stdout}");
+    assert!(stdout.contains("missed: volume 4 slice 12"), "{stdout}");
+    let mut json_args = base.to_vec();
+    json_args.push("--json");
+    let (_, js, _) = run(&json_args);
+    let v: Value = serde_json::from_str(&js).unwrap();
+    assert_eq!(v["dropout_detection"]["found"], 1);
+    let mut fail = base.to_vec();
+    fail.extend(["--min-recall", "0.95"]);
+    let (code, _, err) = run(&fail);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("recall 0.500 is below --min-recall 0.95"),
+        "{err}"
+    );
+    let mut bad = base.to_vec();
+    bad.extend(["--min-precision", "2"]);
+    assert_eq!(run(&bad).0, 2);
+}

@@ -238,6 +238,11 @@ fn bad_arguments_exit_2() {
         vec!["--voxel-size", "0.1"],
         vec!["--max-rot", "-1"],
         vec!["--snr", "-3"],
+        vec!["--pe-dir", "x"],
+        vec!["--pe-dir", "j+"],
+        vec!["--dropout", "1.5"],
+        vec!["--ec", "-1"],
+        vec!["--drift", "90"],
     ] {
         let o = Command::new(BIN)
             .args(["simulate", "--out", d.path().join("x").to_str().unwrap()])
@@ -251,4 +256,76 @@ fn bad_arguments_exit_2() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+/// With artefacts, truth.tsv holds the full maps, truth_rigid.tsv and artefacts.json the head
+/// motion alone (the bench_artefacts schema), and the full map differs from the rigid one only
+/// by a displacement along the phase-encode axis.
+#[test]
+fn artefacts_are_listed_with_the_bench_artefacts_schema() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    let mut args: Vec<&str> = SMALL.to_vec();
+    args.extend([
+        "--ec",
+        "1",
+        "--pe-dir",
+        "i-",
+        "--dropout",
+        "0.25",
+        "--drift",
+        "5",
+    ]);
+    simulate(&a, &args, "2");
+    let full = parse_matrices(&std::fs::read_to_string(a.join("truth.tsv")).unwrap(), "t").unwrap();
+    let rigid = parse_matrices(
+        &std::fs::read_to_string(a.join("truth_rigid.tsv")).unwrap(),
+        "r",
+    )
+    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("artefacts.json")).unwrap()).unwrap();
+    for key in ["pe_axis_world", "dropouts", "drift", "rigid_truth", "note"] {
+        assert!(json.get(key).is_some(), "artefacts.json lacks {key}");
+    }
+    let pe: Vec<f64> = serde_json::from_value(json["pe_axis_world"].clone()).unwrap();
+    assert_eq!(pe, vec![-1.0, 0.0, 0.0]);
+    let bvals = std::fs::read_to_string(a.join("dwi.bval")).unwrap();
+    let b: Vec<f64> = bvals
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let rt: Vec<Vec<f64>> = serde_json::from_value(json["rigid_truth"].clone()).unwrap();
+    let mut distorted = 0;
+    for k in 0..full.len() {
+        for e in 0..16 {
+            assert!((rt[k][e] - rigid[k][(e / 4, e % 4)]).abs() < 1e-9);
+        }
+        let d = full[k] * rigid[k].try_inverse().unwrap() - Matrix4::identity();
+        // rows y, z, w untouched: the distortion moves along x only
+        assert!(d.fixed_view::<3, 4>(1, 0).abs().max() < 1e-9, "{k}: {d}");
+        if b[k] > 50.0 {
+            assert!(
+                d.row(0).abs().max() > 1e-4,
+                "volume {k} carries no eddy currents"
+            );
+            distorted += 1;
+        } else {
+            assert!(d.abs().max() < 1e-12);
+        }
+    }
+    assert_eq!(distorted, 12);
+    let drops = json["dropouts"].as_object().unwrap();
+    assert_eq!(drops.len(), 3); // round(0.25 * 12)
+    for (v, slices) in drops {
+        let v: usize = v.parse().unwrap();
+        assert!(b[v] > 50.0, "dropout in a b=0 volume {v}");
+        for s in slices.as_array().unwrap() {
+            let f = s[1].as_f64().unwrap();
+            assert!((0.05..=0.40).contains(&f));
+        }
+    }
+    let drift: Vec<f64> = serde_json::from_value(json["drift"].clone()).unwrap();
+    assert_eq!(drift.len(), full.len());
+    assert!((drift[drift.len() - 1] - 0.95).abs() < 1e-12);
 }

@@ -3,7 +3,10 @@
 
 use super::console::{stderr_line, stdout_text};
 use crate::cli::CompareArgs;
-use crate::compare::{parse_matrices, sample_points, score, Score};
+use crate::compare::{
+    parse_dropouts, parse_matrices, parse_outlier_slices, sample_points, score, score_detection,
+    DetectionScore, Score, DROPOUT_MAX_FRACTION,
+};
 use crate::image::Mask;
 use crate::io::nifti::read_volume;
 use crate::{Error, Result};
@@ -29,6 +32,25 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             }
         }
     }
+    for (flag, v) in [
+        ("--min-recall", args.min_recall),
+        ("--min-precision", args.min_precision),
+    ] {
+        if let Some(v) = v {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::input(format!("{flag} {v} must be within [0, 1]")));
+            }
+        }
+    }
+    let detection = match (&args.artefacts, &args.outliers) {
+        (Some(a), Some(o)) => {
+            let truth = parse_dropouts(&read_text(a, "artefact list")?, &a.display().to_string())?;
+            let reported =
+                parse_outlier_slices(&read_text(o, "outlier list")?, &o.display().to_string())?;
+            Some(score_detection(&truth, &reported, DROPOUT_MAX_FRACTION))
+        }
+        _ => None,
+    };
     let truth = parse_matrices(
         &read_text(&args.truth, "truth")?,
         &args.truth.display().to_string(),
@@ -97,14 +119,40 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             ));
         }
     }
+    if let Some(d) = &detection {
+        if let Some(r) = args.min_recall {
+            if d.recall < r {
+                failures.push(format!(
+                    "dropout recall {:.3} is below --min-recall {r}",
+                    d.recall
+                ));
+            }
+        }
+        if let Some(p) = args.min_precision {
+            if d.precision < p {
+                failures.push(format!(
+                    "dropout precision {:.3} is below --min-precision {p}",
+                    d.precision
+                ));
+            }
+        }
+    }
     let report = if args.json {
-        json_report(&s, args, failures.is_empty())
+        json_report(&s, detection.as_ref(), args, failures.is_empty())
     } else {
-        table_report(&s)
+        let mut t = table_report(&s);
+        if let Some(d) = &detection {
+            t += &detection_report(d);
+        }
+        t
     };
     stdout_text(&report)?;
     if failures.is_empty() {
-        if args.max_median_mm.is_some() || args.max_worst_mm.is_some() {
+        if args.max_median_mm.is_some()
+            || args.max_worst_mm.is_some()
+            || args.min_recall.is_some()
+            || args.min_precision.is_some()
+        {
             stderr_line("compare: PASS (all thresholds met)");
         }
         Ok(())
@@ -147,9 +195,42 @@ fn table_report(s: &Score) -> String {
     t
 }
 
-/// JSON with score.py's keys (plus thresholds and the verdict); non-finite numbers are null.
-fn json_report(s: &Score, args: &CompareArgs, pass: bool) -> String {
+fn detection_report(d: &DetectionScore) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# dropout detection: recall {:.3} ({} of {} slices with <= {:.0} % signal found)  precision {:.3} ({} of {} reported slices are dropouts)",
+        d.recall,
+        d.found,
+        d.true_dropouts,
+        DROPOUT_MAX_FRACTION * 100.0,
+        d.precision,
+        d.correct,
+        d.reported
+    );
+    for (v, s, f) in &d.missed {
+        let _ = writeln!(
+            t,
+            "# missed: volume {v} slice {s} ({:.0} % signal)",
+            f * 100.0
+        );
+    }
+    for (v, s) in &d.false_positives {
+        let _ = writeln!(t, "# false positive: volume {v} slice {s}");
+    }
+    t
+}
+
+/// JSON with score.py's keys (plus thresholds, the dropout detection and the verdict);
+/// non-finite numbers are null.
+fn json_report(
+    s: &Score,
+    detection: Option<&DetectionScore>,
+    args: &CompareArgs,
+    pass: bool,
+) -> String {
     let v = json!({
+        "dropout_detection": detection,
         "volumes": s.volumes,
         "points": s.points,
         "true_motion_mean_mm": s.true_motion_mean_mm,
@@ -159,7 +240,8 @@ fn json_report(s: &Score, args: &CompareArgs, pass: bool) -> String {
         "global_offset_mm": s.global_offset_mm,
         "per_volume_aligned_mean_mm": s.per_volume_aligned_mean_mm,
         "per_volume_raw_mean_mm": s.per_volume_raw_mean_mm,
-        "thresholds": {"max_median_mm": args.max_median_mm, "max_worst_mm": args.max_worst_mm},
+        "thresholds": {"max_median_mm": args.max_median_mm, "max_worst_mm": args.max_worst_mm,
+                       "min_recall": args.min_recall, "min_precision": args.min_precision},
         "pass": pass,
     });
     serde_json::to_string_pretty(&v).expect("JSON of plain values") + "\n"

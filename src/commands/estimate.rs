@@ -3,11 +3,15 @@
 use super::input::{load_dwi, phase_encoding};
 use super::progress::Reporter;
 use crate::cli::{EstimateArgs, TransformChoice};
-use crate::estimate::{estimate, median_volume, realign, EstimateConfig, MotionEstimate, Progress};
+use crate::estimate::{
+    drift_corrected, estimate, median_volume, realign, EstimateConfig, MotionEstimate, Progress,
+};
 use crate::image::{Mask, Series};
+use crate::io::eddy_files::SliceOutliers;
 use crate::io::gradients;
 use crate::io::output::{OutputFolder, SUMMARY};
 use crate::io::{nifti, transforms};
+use crate::outliers::{OutlierConfig, OutlierTable};
 use crate::registration::{Interpolation, RegistrationConfig};
 use crate::report;
 use crate::{Error, Result};
@@ -23,7 +27,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
 
     // Arguments are validated once, into the configuration; then every path clash, the lock
     // and an earlier complete run are settled; all before any work.
-    let cfg = EstimateConfig::try_from(args)?;
+    let mut cfg = EstimateConfig::try_from(args)?;
     let pool = super::resources::thread_pool(args.threads)?;
     let mut inputs: Vec<(&str, std::path::PathBuf)> = vec![("the DWI series", args.dwi.clone())];
     inputs.extend(gradients::input_files(&args.dwi, &args.gradients));
@@ -110,6 +114,13 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         )));
     }
     stage_seconds.push(("load".into(), t.elapsed().as_secs_f64()));
+    // Outlier slices follow the acquisition's slice axis (BIDS sidecar, else the third voxel
+    // axis); how much brain a slice needs to be judged depends on the in-plane voxel size.
+    let slice_axis = crate::io::bids::slice_encoding_axis(&args.dwi).unwrap_or(2);
+    cfg.outliers = cfg.outliers.map(|o| OutlierConfig {
+        threshold: o.threshold,
+        ..OutlierConfig::for_grid(dwi.series.grid.voxel_sizes(), slice_axis)
+    });
 
     // The eddy-current model's phase-encode axis is a voxel axis: its scanner direction needs
     // the grid, so it is set here, once the series is read.
@@ -118,8 +129,45 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         cfg.registration = RegistrationConfig::eddy(p.world(&dwi.series.grid).into());
     }
     let progress = |p: &Progress| reporter.update(p.stage, p.done, p.total);
-    let result = pool.install(|| estimate(&dwi.series, table, &mask, &cfg, &progress))?;
+    let mut result = pool.install(|| estimate(&dwi.series, table, &mask, &cfg, &progress))?;
     stage_seconds.extend(result.stage_seconds.iter().cloned());
+    let repol = args.repol && !args.no_resample;
+    if let Some(d) = &result.drift {
+        reporter.message(&format!(
+            "signal drift from the b=0 volumes: {:+.2} % over the series ({}, residual {:.2} %){}",
+            d.percent,
+            if d.order == 2 { "quadratic" } else { "linear" },
+            d.residual_percent,
+            if args.drift_correct {
+                "; corrected"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(o) = result.outliers.as_mut() {
+        for r in o.table.rows.iter_mut() {
+            r.replaced = repol;
+        }
+        if !o.table.rows.is_empty() {
+            let mut vols: Vec<usize> = o.table.rows.iter().map(|r| r.volume).collect();
+            vols.dedup();
+            let w = format!(
+                "{} outlier slices (signal dropouts) in {} of {} diffusion-weighted volumes, {} volumes broken as a whole; {}; see outliers.tsv",
+                o.table.rows.len(),
+                vols.len(),
+                table.dw_indices(thr).len(),
+                o.table.broken_volumes.len(),
+                if repol {
+                    "replaced by their prediction in dwi_corrected (--repol)"
+                } else {
+                    "kept in dwi_corrected (replace them with --repol)"
+                }
+            );
+            super::console::warn(&w);
+            warnings.push(w);
+        }
+    }
 
     // ---- outputs: all atomic; summary.json last, as the mark of a complete run ----
     let t = Instant::now();
@@ -148,8 +196,17 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     let rotated = report::rotate_bvecs(table, &head);
     if !args.no_resample {
         reporter.message("resampling and writing the corrected series");
+        // --repol: outlier slices replaced by their prediction before the one resampling.
+        let base = match (&result.drift, args.drift_correct) {
+            (Some(d), true) => std::borrow::Cow::Owned(drift_corrected(&dwi.series, d)),
+            _ => std::borrow::Cow::Borrowed(&dwi.series),
+        };
+        let source = match (&result.outliers, repol) {
+            (Some(o), true) => o.cleaned(&base),
+            _ => std::borrow::Cow::Borrowed(&*base),
+        };
         let corrected: Series =
-            pool.install(|| realign(&dwi.series, &result.transforms, Interpolation::CubicBSpline));
+            pool.install(|| realign(&source, &result.transforms, Interpolation::CubicBSpline));
         nifti::write_series(
             &out.path("dwi_corrected.nii.gz"),
             &corrected,
@@ -160,8 +217,23 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         out.write_text("dwi_corrected.bvec", &bvec)?;
         out.write_text("dwi_corrected.b", &report::mrtrix_text(&rotated))?;
     }
+    let outlier_maps = result
+        .outliers
+        .as_ref()
+        .map(|o| eddy_outlier_maps(&o.table, dwi.series.n_volumes));
+    if let Some(o) = &result.outliers {
+        out.write_text("outliers.tsv", &o.table.tsv())?;
+    }
     if let Some(plan) = &eddy_plan {
-        super::dropin::write_eddy(plan, &head, grid, &mask, &rotated, None, None)?;
+        super::dropin::write_eddy(
+            plan,
+            &head,
+            grid,
+            &mask,
+            &rotated,
+            None,
+            outlier_maps.as_ref(),
+        )?;
     }
     if let Some(plan) = &bids_plan {
         super::dropin::write_bids(plan, out.dir(), &args.dwi)?;
@@ -192,6 +264,20 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     // (the loader's: gradients, then data cleaning)
     warnings.splice(0..0, dwi.warnings.iter().cloned());
     summary.warnings = warnings;
+    summary.outliers = result
+        .outliers
+        .as_ref()
+        .map(|o| outlier_summary(&o.table, repol));
+    summary.drift = result.drift.as_ref().map(|d| {
+        json!({
+            "order": d.order,
+            "coefficients": d.coefficients,
+            "percent_over_series": d.percent,
+            "residual_percent": d.residual_percent,
+            "corrected": args.drift_correct,
+            "scale": d.scale,
+        })
+    });
     out.write_text(SUMMARY, &summary.to_json())?;
     reporter.message(&format!(
         "done in {:.1}s: median FD {:.3} mm, outputs in {}",
@@ -200,6 +286,32 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         args.out.display()
     ));
     out.finish()
+}
+
+/// The volume × slice outlier flags and scores as eddy's outlier maps.
+fn eddy_outlier_maps(t: &OutlierTable, n_volumes: usize) -> SliceOutliers {
+    SliceOutliers {
+        flags: (0..n_volumes)
+            .map(|v| (0..t.n_slices).map(|s| t.is_outlier(v, s)).collect())
+            .collect(),
+        n_stdev: t.scores.clone(),
+        n_sqr_stdev: None,
+    }
+}
+
+/// summary.json's `outliers`: counts, the settings and every outlier slice.
+fn outlier_summary(t: &OutlierTable, replaced: bool) -> serde_json::Value {
+    let mut vols: Vec<usize> = t.rows.iter().map(|r| r.volume).collect();
+    vols.dedup();
+    json!({
+        "slices": t.rows.len(),
+        "volumes": vols.len(),
+        "broken_volumes": t.broken_volumes,
+        "threshold_sd": t.threshold,
+        "slice_axis": t.slice_axis,
+        "replaced_in_corrected_series": replaced,
+        "rows": t.rows,
+    })
 }
 
 /// Everything a pipeline or a reviewer needs to know about the run, as summary.json.
@@ -257,6 +369,8 @@ fn build_summary(
         ("ignore_b0", json!(g.ignore_b0)),
         ("resample", json!(!args.no_resample)),
         ("fd_threshold_mm", json!(args.fd_threshold)),
+        ("outlier_threshold", json!(args.outlier_threshold.abs())),
+        ("repol", json!(args.repol)),
     ]
     .into_iter()
     .chain(pe.into_iter().flat_map(|(p, source, world)| {
@@ -304,5 +418,7 @@ fn build_summary(
         total_seconds: started.elapsed().as_secs_f64(),
         peak_memory_mb: report::peak_memory_mb(),
         warnings: Vec::new(),
+        outliers: None,
+        drift: None,
     }
 }

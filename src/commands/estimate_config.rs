@@ -6,6 +6,7 @@
 use crate::cli::{EstimateArgs, FitMethodChoice, ModelChoice, OrderChoice, TransformChoice};
 use crate::estimate::{EstimateConfig, Order, Target};
 use crate::model::{FitMethod, ModelKind};
+use crate::outliers::OutlierConfig;
 use crate::registration::RegistrationConfig;
 use crate::Error;
 
@@ -39,6 +40,13 @@ impl TryFrom<&EstimateArgs> for EstimateConfig {
                  or --model dti|dki for affine or eddy transforms",
             ));
         }
+        let z = args.outlier_threshold.abs();
+        if !(z > 0.0 && z.is_finite()) {
+            return Err(Error::input(format!(
+                "--outlier-threshold {} must be a non-zero number of standard deviations (eddy's default is 4)",
+                args.outlier_threshold
+            )));
+        }
         Ok(EstimateConfig {
             target,
             fit_method: match args.fit_method {
@@ -62,6 +70,12 @@ impl TryFrom<&EstimateArgs> for EstimateConfig {
             seed: args.seed,
             b0_threshold: args.gradients.b0_threshold,
             ignore_b0: args.gradients.ignore_b0,
+            // slice axis and slice size are completed from the series (see `estimate::run`)
+            outliers: Some(OutlierConfig {
+                threshold: z,
+                ..OutlierConfig::for_grid([2.0; 3], 2)
+            }),
+            drift_correct: args.drift_correct,
         })
     }
 }

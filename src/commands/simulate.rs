@@ -1,14 +1,18 @@
 //! `nifreeze-rs simulate`: write a simulated DWI series with known motion to a folder, in the
 //! layout of the shared phantoms (dwi.nii.gz int16, dwi.bval/.bvec FSL, dwi.b MRtrix,
-//! brainmask.nii.gz, truth.tsv, phantom.json, optionally clean.nii.gz).
+//! brainmask.nii.gz, truth.tsv, phantom.json, optionally clean.nii.gz). With artefacts
+//! (`--ec`, `--dropout`, `--drift`) also artefacts.json (the schema of
+//! ../shared/phantoms/bench_artefacts) and truth_rigid.tsv; truth.tsv then holds the full
+//! per-volume maps (head motion and eddy-current distortion together).
 
 use crate::cli::SimulateArgs;
 use crate::image::Series;
 use crate::io::atomic::{create_dir, write_text};
 use crate::io::gradients::ras_to_fsl;
 use crate::io::nifti::{write_mask, write_series, write_series_as, DataType};
-use crate::simulate::{protocol::parse_shells, simulate, SimParams, Simulation};
+use crate::simulate::{protocol::parse_shells, simulate, PhaseEncoding, SimParams, Simulation};
 use crate::{Error, Result};
+use nalgebra::Matrix4;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -21,6 +25,12 @@ fn z(v: f64) -> f64 {
 pub fn run(args: &SimulateArgs) -> Result<()> {
     let start = Instant::now();
     let shells = parse_shells(&args.shells).map_err(|e| Error::input(format!("--shells: {e}")))?;
+    let pe = PhaseEncoding::parse(&args.pe_dir).ok_or_else(|| {
+        Error::input(format!(
+            "--pe-dir `{}` is not a phase-encode direction: use i, i-, j, j-, k or k-",
+            args.pe_dir
+        ))
+    })?;
     let params = SimParams {
         seed: args.seed,
         shells: shells.clone(),
@@ -32,6 +42,10 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         oblique: args.oblique,
         flip_x: args.flip_x,
         clean: args.clean,
+        ec: args.ec,
+        pe,
+        dropout: args.dropout,
+        drift: args.drift,
     };
     let sim = simulate(&params)?;
     let simulated = start.elapsed().as_secs_f64();
@@ -48,7 +62,17 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     write_text(&out("dwi.bval"), &bval_text(&sim))?;
     write_text(&out("dwi.bvec"), &bvec_text(&sim))?;
     write_text(&out("dwi.b"), &mrtrix_text(&sim))?;
-    write_text(&out("truth.tsv"), &truth_text(&sim))?;
+    let artefacts = args.ec > 0.0 || args.dropout > 0.0 || args.drift > 0.0;
+    let rigid: Vec<Matrix4<f64>> = sim.motions.iter().map(|m| m.matrix).collect();
+    write_text(&out("truth.tsv"), &truth_text(&sim, &sim.full_truth()))?;
+    if artefacts {
+        write_text(&out("truth_rigid.tsv"), &truth_text(&sim, &rigid))?;
+        write_text(&out("artefacts.json"), &artefacts_json(&sim, &pe))?;
+    } else {
+        for stale in ["truth_rigid.tsv", "artefacts.json"] {
+            crate::io::atomic::remove_stale(&out(stale))?;
+        }
+    }
     let shells_s: Vec<String> = shells.iter().map(|(b, n)| format!("{b}:{n}")).collect();
     let max_rot = sim
         .motions
@@ -78,6 +102,10 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         "flip_x": args.flip_x,
         "dtype": "int16",
         "write_clean": args.clean,
+        "ec": args.ec,
+        "pe_dir": pe.name(),
+        "dropout": args.dropout,
+        "drift": args.drift,
         "shape": [d[0], d[1], d[2], sim.n_volumes],
         "affine": affine,
         "brain_mask_voxels": sim.mask.count(),
@@ -149,8 +177,45 @@ fn mrtrix_text(sim: &Simulation) -> String {
     s
 }
 
-/// truth.tsv in the format of the shared phantoms.
-fn truth_text(sim: &Simulation) -> String {
+/// artefacts.json with the keys of ../shared/phantoms/bench_artefacts (pe_axis_world,
+/// dropouts: volume -> [[slice, remaining fraction], ...], drift, rigid_truth row-major 4×4
+/// per volume, note) plus the phase-encode name and the eddy-current coefficients.
+fn artefacts_json(sim: &Simulation, pe: &PhaseEncoding) -> String {
+    let pe_world = pe.world(&sim.grid.affine);
+    let dropouts: serde_json::Map<String, serde_json::Value> = sim
+        .dropouts
+        .iter()
+        .map(|(v, sl)| {
+            let rows: Vec<serde_json::Value> = sl.iter().map(|&(s, f)| json!([s, f])).collect();
+            (v.to_string(), serde_json::Value::Array(rows))
+        })
+        .collect();
+    let flat = |m: &Matrix4<f64>| -> Vec<f64> { (0..16).map(|e| z(m[(e / 4, e % 4)])).collect() };
+    let rigid: Vec<Vec<f64>> = sim.motions.iter().map(|m| flat(&m.matrix)).collect();
+    let eddy = sim.eddy.as_ref().map(|e| {
+        json!({
+            "strength": e.strength,
+            "field_gradients_per_gradient_axis_mm_per_mm_at_b1000": (0..3).map(|i| (0..3).map(|j| e.m[(i, j)]).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "constant_mm_per_gradient_axis_at_b1000": [e.c.x, e.c.y, e.c.z],
+            "isocentre_ras": [0.0, 0.0, 0.0],
+            "distortion": sim.distortions.iter().map(flat).collect::<Vec<_>>(),
+        })
+    });
+    let v = json!({
+        "pe_axis_world": [z(pe_world.x), z(pe_world.y), z(pe_world.z)],
+        "pe_dir": pe.name(),
+        "dropouts": dropouts,
+        "drift": sim.drift,
+        "rigid_truth": rigid,
+        "eddy_currents": eddy,
+        "note": "truth.tsv matrices include the eddy-current affine (D_k T_k, D_k = the `distortion`                  matrices: physical scanner point -> acquired position); rigid_truth and                  truth_rigid.tsv hold T_k alone; dropout slices index the third voxel axis",
+    });
+    serde_json::to_string_pretty(&v).expect("JSON of plain values") + "\n"
+}
+
+/// truth.tsv in the format of the shared phantoms: the rigid parameters, then `matrices`
+/// (the full maps, or the rigid ones for truth_rigid.tsv).
+fn truth_text(sim: &Simulation, matrices: &[Matrix4<f64>]) -> String {
     let mut s = String::from("index\tbvalue\ttx\tty\ttz\trx\try\trz");
     for i in 0..4 {
         for j in 0..4 {
@@ -158,14 +223,14 @@ fn truth_text(sim: &Simulation) -> String {
         }
     }
     s.push('\n');
-    for (k, m) in sim.motions.iter().enumerate() {
+    for (k, (m, full)) in sim.motions.iter().zip(matrices).enumerate() {
         let _ = write!(s, "{k}\t{}", sim.gradients.bvals[k].round() as i64);
         for p in m.params {
             let _ = write!(s, "\t{:.6}", z(p));
         }
         for i in 0..4 {
             for j in 0..4 {
-                let _ = write!(s, "\t{}", z(m.matrix[(i, j)]));
+                let _ = write!(s, "\t{}", z(full[(i, j)]));
             }
         }
         s.push('\n');

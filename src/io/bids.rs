@@ -31,6 +31,14 @@ pub fn phase_encoding_axis(path: &Path) -> Option<usize> {
     parse_phase_encoding(json.get("PhaseEncodingDirection")?.as_str()?)
 }
 
+/// The sidecar's `SliceEncodingDirection` as a voxel axis 0, 1, 2 (the axis slices were
+/// acquired along); `None` when absent or not a BIDS value.
+pub fn slice_encoding_axis(path: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(sidecar_json(path)).ok()?;
+    let json: Value = serde_json::from_str(&text).ok()?;
+    parse_phase_encoding(json.get("SliceEncodingDirection")?.as_str()?)
+}
+
 /// `i`/`j`/`k` (with an optional trailing `-`) → 0/1/2.
 pub fn parse_phase_encoding(s: &str) -> Option<usize> {
     PhaseEncoding::parse(s).map(|p| p.axis)

@@ -36,6 +36,7 @@ pub const FILES: &[&str] = &[
     "dwi_corrected.bvec",
     "dwi_corrected.b",
     "report.svg",
+    "outliers.tsv",
     SUMMARY,
 ];
 

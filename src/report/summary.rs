@@ -40,6 +40,12 @@ pub struct Summary {
     pub peak_memory_mb: Option<f64>,
     /// Warnings issued during the run.
     pub warnings: Vec<String>,
+    /// Outlier slices (signal dropouts): counts, settings and rows (see outliers.tsv).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outliers: Option<serde_json::Value>,
+    /// Signal drift fitted to the b=0 volumes (see `--drift-correct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<serde_json::Value>,
 }
 
 /// One input file: role ("dwi", "bval", "bvec", "mask", …), path as given, size, checksum.
