@@ -6,7 +6,9 @@
 use nifreeze::compare::{sample_points, score};
 use nifreeze::io::{nifti, transforms};
 use nifreeze::report::read_motion_tsv;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+mod common;
+use common::files;
 use std::process::Command;
 
 /// Run estimate on the sample; returns its log (stderr, a pipe here: the plain-line form).
@@ -28,20 +30,6 @@ fn estimate(out: &Path, extra: &[&str]) -> String {
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "estimate failed: {log}");
     log
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            v.extend(files(&p));
-        } else {
-            v.push(p);
-        }
-    }
-    v.sort();
-    v
 }
 
 #[test]

@@ -12,6 +12,8 @@ use nifreeze::compare::{sample_points, score};
 use nifreeze::io::nifti;
 use nifreeze::report::read_motion_tsv;
 use std::path::{Path, PathBuf};
+mod common;
+use common::files;
 use std::process::{Command, Output};
 
 const SAMPLE: &str = "data/sample/dwi.nii.gz";
@@ -51,20 +53,6 @@ fn motion(dir: &Path) -> Vec<Matrix4<f64>> {
 
 fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            v.extend(files(&p));
-        } else {
-            v.push(p);
-        }
-    }
-    v.sort();
-    v
 }
 
 /// Every output of `a` and `b` but summary.json is byte-identical.

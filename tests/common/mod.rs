@@ -7,7 +7,7 @@ use nalgebra::{Matrix4, Vector3};
 use nifreeze::compare::score;
 use nifreeze::image::Mask;
 use nifreeze::report::read_motion_tsv;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The true per-volume matrices (m00..m33 columns) of a truth.tsv.
 pub fn read_truth(path: impl AsRef<Path>) -> Vec<Matrix4<f64>> {
@@ -34,4 +34,19 @@ pub fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>, m: &Mask) -> f64 {
     score(&[*b], &[*a], &mask_points(m))
         .expect("invertible truth, non-empty mask")
         .per_volume_raw_mean_mm[0]
+}
+
+/// Every file under `dir`, recursively, sorted (to compare two output folders file by file).
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(files(&p));
+        } else {
+            v.push(p);
+        }
+    }
+    v.sort();
+    v
 }
