@@ -7,6 +7,9 @@ scores the result against the simulator's truth with `nifreeze-rs compare` (the 
 ../shared/tools/score.py) and, for the shared phantoms, score.py itself.
 
 Suites (`--suite`, repeatable; default all):
+  bench-dropouts  the shared bench (another generator) with dropouts and drift added to its
+            acquired data by this script, 3 seeds: accuracy and detection against the 0.024 /
+            0.044 mm the same phantom gives without them.
   outliers  3 seeds of the bench design with 10 % dropout volumes and a 5 % drift, no eddy
             currents, `--transform rigid`: motion accuracy (all volumes, dropout volumes vs the
             others), dropout detection recall/precision, and whether `--repol` brings the
@@ -247,6 +250,83 @@ def suite_outliers(a, lines):
     lines.append("")
 
 
+def inject(shared, work, seed):
+    """The shared bench phantom (another generator, rigid motion only) with this project's
+    artefacts added to its acquired data: 10 % of the diffusion-weighted volumes get 1-3
+    interleaved slices (third voxel axis, inside the brain) kept at 5-40 % of their signal, and
+    every volume is scaled by a 5 % linear-plus-quadratic drift. Dropouts and drift act on the
+    acquired image, so adding them afterwards is what the scanner does. Writes a phantom folder
+    with artefacts.json in the simulator's schema; truth.tsv is the bench's (motion unchanged)."""
+    import shutil
+    import nibabel as nib
+
+    src = os.path.join(shared, "phantoms", "bench")
+    folder = os.path.join(work, f"benchdrop{seed}")
+    if os.path.exists(os.path.join(folder, "artefacts.json")):
+        return folder
+    os.makedirs(folder, exist_ok=True)
+    for f in ("dwi.bval", "dwi.bvec", "brainmask.nii.gz", "truth.tsv"):
+        shutil.copy(os.path.join(src, f), folder)
+    img = nib.load(os.path.join(src, "dwi.nii.gz"))
+    data = np.asarray(img.dataobj).astype(np.float64)
+    mask = np.asarray(nib.load(os.path.join(src, "brainmask.nii.gz")).dataobj) > 0
+    bvals = np.loadtxt(os.path.join(src, "dwi.bval")).ravel()
+    rng = np.random.default_rng(seed)
+    dw = np.flatnonzero(bvals > 50)
+    n = data.shape[3]
+    t = np.arange(n) / max(n - 1, 1)
+    drift = 1.0 - 0.05 * (0.6 * t + 0.4 * t * t)
+    brain_slices = np.flatnonzero(mask.sum(axis=(0, 1)) > 0.3 * mask.sum(axis=(0, 1)).max())
+    dropouts = {}
+    for k in sorted(rng.choice(dw, size=int(round(0.1 * len(dw))), replace=False)):
+        count = int(rng.integers(1, 4))
+        first = int(rng.choice(brain_slices[: len(brain_slices) - 2 * count]))
+        rows = []
+        for j in range(count):
+            sl = first + 2 * j
+            frac = float(rng.uniform(0.05, 0.40))
+            data[:, :, sl, k] *= frac
+            rows.append([sl, frac])
+        dropouts[str(int(k))] = rows
+    data *= drift[None, None, None, :]
+    out = nib.Nifti1Image(np.rint(data).astype(np.int16), img.affine, img.header)
+    out.header.set_data_dtype(np.int16)
+    out.header["scl_slope"] = 1.0
+    out.header["scl_inter"] = 0.0
+    nib.save(out, os.path.join(folder, "dwi.nii.gz"))
+    with open(os.path.join(folder, "artefacts.json"), "w") as f:
+        json.dump({"note": "shared bench + dropouts and drift added to the acquired data by "
+                           "benches/artefacts.py", "dropouts": dropouts,
+                   "drift": drift.tolist(), "eddy_currents": None}, f, indent=1)
+    return folder
+
+
+def suite_bench_dropouts(a, lines):
+    lines += ["### Outliers and drift (issue 11): the shared bench with dropouts and drift added",
+              "", "The shared bench phantom (another generator; 0.024 / 0.044 mm without "
+              "artefacts) with 10 % dropout volumes (1–3 interleaved slices at 5–40 %) and a 5 % "
+              "drift added to its acquired data, 3 seeds; `estimate --model dti --transform "
+              "rigid --no-resample`.", "",
+              "| phantom | median / worst (mm) | dropout vols / others, mean (mm) | ratio | "
+              "recall | precision | wall (s) |", "|---|---|---|---|---|---|---|"]
+    if not os.path.isdir(os.path.join(a.shared, "phantoms", "bench")):
+        lines += ["| SKIPPED: shared bench missing | | | | | | |", ""]
+        return
+    for seed in OUTLIER_SEEDS:
+        ph = inject(a.shared, a.work, seed)
+        est = os.path.join(a.work, f"benchdrop{seed}_est")
+        wall = estimate(ph, est, ["--model", "dti", "--no-resample"], a.jobs)
+        rep = compare(ph, est)
+        d, o, _ = dropout_volume_ratio(ph, rep)
+        det = rep.get("dropout_detection", {})
+        m = rep["aligned_mean_mm"]
+        lines.append(f"| bench + dropouts, seed {seed} | {fmt(m['median'])} / {fmt(m['max'])} | "
+                     f"{fmt(d)} / {fmt(o)} | {fmt(d / o, 2)} | {fmt(det.get('recall'), 2)} | "
+                     f"{fmt(det.get('precision'), 2)} | {wall:.0f} |")
+        print(lines[-1], flush=True)
+    lines.append("")
+
+
 def suite_eddy(a, lines):
     lines += ["### Eddy currents (issue 10): `--transform eddy`, scored against the full maps", "",
               "`simulate --ec 1 --pe-dir j` plus the options shown (bench design otherwise); "
@@ -278,7 +358,7 @@ def suite_eddy(a, lines):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--suite", action="append", choices=["outliers", "eddy"])
+    p.add_argument("--suite", action="append", choices=["outliers", "bench-dropouts", "eddy"])
     p.add_argument("--work", default="/tmp/nifreeze-artefacts")
     p.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
     p.add_argument("--jobs", type=int, default=2)
@@ -290,8 +370,10 @@ def main():
     load = os.getloadavg()[0]
     lines = [f"Measured {datetime.date.today()} on commit {commit}, {os.cpu_count()} cores, "
              f"`-j {a.jobs}`, load average {load:.1f} at the start.", ""]
-    for suite in a.suite or ["outliers", "eddy"]:
-        {"outliers": suite_outliers, "eddy": suite_eddy}[suite](a, lines)
+    suites = {"outliers": suite_outliers, "bench-dropouts": suite_bench_dropouts,
+              "eddy": suite_eddy}
+    for suite in a.suite or list(suites):
+        suites[suite](a, lines)
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
