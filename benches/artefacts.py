@@ -105,15 +105,20 @@ def dropout_volume_ratio(phantom, report):
     return float(a.mean()), float(b.mean()), float(a.max())
 
 
-def read_motion(est):
+def read_matrices(path):
+    """The m00..m33 matrices of a motion table (motion.tsv, truth.tsv), in row order."""
     rows = []
-    with open(os.path.join(est, "motion.tsv")) as f:
+    with open(path) as f:
         head = f.readline().rstrip("\n").split("\t")
         idx = [head.index(f"m{r}{c}") for r in range(4) for c in range(4)]
         for line in f:
             cols = line.rstrip("\n").split("\t")
             rows.append(np.array([float(cols[i]) for i in idx]).reshape(4, 4))
     return rows
+
+
+def read_motion(est):
+    return read_matrices(os.path.join(est, "motion.tsv"))
 
 
 def repol_errors(phantom, est_repol, est_plain):
@@ -173,18 +178,8 @@ def repol_errors(phantom, est_repol, est_plain):
 
 def read_motion_truth(phantom):
     """truth_rigid.tsv when present (the head motion alone), else truth.tsv."""
-    for name in ("truth_rigid.tsv", "truth.tsv"):
-        path = os.path.join(phantom, name)
-        if os.path.exists(path):
-            break
-    rows = []
-    with open(path) as f:
-        head = f.readline().rstrip("\n").split("\t")
-        idx = [head.index(f"m{r}{c}") for r in range(4) for c in range(4)]
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            rows.append(np.array([float(cols[i]) for i in idx]).reshape(4, 4))
-    return rows
+    rigid = os.path.join(phantom, "truth_rigid.tsv")
+    return read_matrices(rigid if os.path.exists(rigid) else os.path.join(phantom, "truth.tsv"))
 
 
 def score_py(shared, phantom, est):

@@ -17,6 +17,8 @@ use nifreeze::report::read_motion_tsv;
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 fn numbers(path: &Path, skip: usize) -> Vec<Vec<f64>> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -270,16 +272,7 @@ fn outlier_maps_have_eddys_header_and_shape() {
 #[test]
 fn eddy_current_columns_follow_eddys_field_formula() {
     let tmp = tempfile::tempdir().unwrap();
-    for ext in ["nii.gz", "bval", "bvec"] {
-        std::fs::copy(
-            format!("data/sample/dwi.{ext}"),
-            tmp.path().join(format!("sub-01_dwi.{ext}")),
-        )
-        .unwrap();
-    }
-    let sidecar = tmp.path().join("sub-01_dwi.json");
-    std::fs::write(&sidecar, r#"{"PhaseEncodingDirection": "j-"}"#).unwrap();
-    let dwi = tmp.path().join("sub-01_dwi.nii.gz");
+    let dwi = common::bids_sample(tmp.path(), r#"{"PhaseEncodingDirection": "j-"}"#);
     let run = |out: &Path, extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_nifreeze-rs"))
             .arg("estimate")

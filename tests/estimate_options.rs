@@ -189,19 +189,10 @@ fn affine_transforms_are_affine_and_close_to_the_rigid_truth() {
 #[test]
 fn eddy_reads_the_sidecar_and_reports_the_field() {
     let tmp = tempfile::tempdir().unwrap();
-    for ext in ["nii.gz", "bval", "bvec"] {
-        std::fs::copy(
-            format!("data/sample/dwi.{ext}"),
-            tmp.path().join(format!("sub-01_dwi.{ext}")),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        tmp.path().join("sub-01_dwi.json"),
+    let dwi = common::bids_sample(
+        tmp.path(),
         r#"{"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05}"#,
-    )
-    .unwrap();
-    let dwi = tmp.path().join("sub-01_dwi.nii.gz");
+    );
     let a = tmp.path().join("eddy");
     let err = ok(&estimate(
         &dwi,

@@ -43,6 +43,25 @@ pub fn slice_encoding_axis(path: &Path) -> Option<usize> {
 /// key; an error when the sidecar is unreadable or the value is not a positive number of seconds
 /// (BIDS: the time from the centre of the first to the centre of the last echo, under 1 s).
 pub fn read_total_readout_time(dwi: &Path) -> Result<Option<f64>> {
+    let Some((path, json)) = read_sidecar(dwi, "--readout-time")? else {
+        return Ok(None);
+    };
+    match json.get("TotalReadoutTime") {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(t) if t > 0.0 && t < 1.0 => Ok(Some(t)),
+            _ => Err(Error::input(format!(
+                "{}: TotalReadoutTime is {v}, expected seconds between 0 and 1 (e.g. 0.05); \
+                 fix it or give --readout-time",
+                path.display()
+            ))),
+        },
+    }
+}
+
+/// The series' JSON sidecar, parsed: `Ok(None)` when there is none; an error naming the file
+/// (and `option`, the command-line alternative) when it cannot be read or is not JSON.
+fn read_sidecar(dwi: &Path, option: &str) -> Result<Option<(PathBuf, Value)>> {
     let path = sidecar_json(dwi);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -56,21 +75,11 @@ pub fn read_total_readout_time(dwi: &Path) -> Result<Option<f64>> {
     };
     let json: Value = serde_json::from_str(&text).map_err(|e| {
         Error::input(format!(
-            "the sidecar {} is not valid JSON ({e}); fix it or give --readout-time",
+            "the sidecar {} is not valid JSON ({e}); fix it or give {option}",
             path.display()
         ))
     })?;
-    match json.get("TotalReadoutTime") {
-        None => Ok(None),
-        Some(v) => match v.as_f64() {
-            Some(t) if t > 0.0 && t < 1.0 => Ok(Some(t)),
-            _ => Err(Error::input(format!(
-                "{}: TotalReadoutTime is {v}, expected seconds between 0 and 1 (e.g. 0.05); \
-                 fix it or give --readout-time",
-                path.display()
-            ))),
-        },
-    }
+    Ok(Some((path, json)))
 }
 
 /// `i`/`j`/`k` (with an optional trailing `-`) → 0/1/2.
@@ -131,23 +140,9 @@ impl PhaseEncoding {
 /// `PhaseEncodingDirection` from the series' sidecar: `Ok(None)` when there is no sidecar or
 /// it has no such key; an error when the sidecar cannot be read or the value is not BIDS.
 pub fn read_phase_encoding(dwi: &Path) -> Result<Option<PhaseEncoding>> {
-    let path = sidecar_json(dwi);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::input(format!(
-                "cannot read the sidecar {}: {e}",
-                path.display()
-            )))
-        }
+    let Some((path, json)) = read_sidecar(dwi, "--pe-dir")? else {
+        return Ok(None);
     };
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::input(format!(
-            "the sidecar {} is not valid JSON ({e}); fix it or give --pe-dir",
-            path.display()
-        ))
-    })?;
     match json.get("PhaseEncodingDirection") {
         None => Ok(None),
         Some(v) => v

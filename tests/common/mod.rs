@@ -50,3 +50,17 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The bundled sample copied into `dir` under a BIDS name (`sub-01_dwi.nii.gz`, `.bval`,
+/// `.bvec`) with `sidecar` as its JSON sidecar; returns the series' path.
+pub fn bids_sample(dir: &Path, sidecar: &str) -> PathBuf {
+    for ext in ["nii.gz", "bval", "bvec"] {
+        std::fs::copy(
+            format!("data/sample/dwi.{ext}"),
+            dir.join(format!("sub-01_dwi.{ext}")),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("sub-01_dwi.json"), sidecar).unwrap();
+    dir.join("sub-01_dwi.nii.gz")
+}
