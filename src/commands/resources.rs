@@ -73,6 +73,25 @@ fn address_space_limit() -> Option<u64> {
     None
 }
 
+/// CPU seconds of the process so far (user + system, every thread; getrusage) and its peak
+/// resident memory: the probe of the run's [`crate::timing::Timeline`].
+pub fn usage() -> crate::timing::Usage {
+    let mut cpu = None;
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage only writes the struct we pass.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+            let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+            cpu = Some(s(ru.ru_utime) + s(ru.ru_stime));
+        }
+    }
+    crate::timing::Usage {
+        cpu_seconds: cpu,
+        peak_memory_mb: crate::report::peak_memory_mb(),
+    }
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }

@@ -959,6 +959,68 @@ pub fn write_series(path: &Path, s: &Series, meta: Option<&NiftiMeta>) -> Result
     write_series_as(path, s, meta, DataType::F32)
 }
 
+/// Write a 4-D float32 series of `n_volumes` volumes on `grid` without ever holding it:
+/// `volume(k)` makes volume k. Volumes are made, encoded and (for .gz) compressed a few at a
+/// time in parallel on the current rayon pool, and written in order, so memory stays at a few
+/// volumes and compression uses every worker. Each volume is its own gzip block
+/// ([`super::gzip`]): the file's bytes do not depend on the number of threads.
+pub fn write_series_streamed(
+    path: &Path,
+    grid: &Grid,
+    n_volumes: usize,
+    meta: Option<&NiftiMeta>,
+    volume: &(dyn Fn(usize) -> Vec<f32> + Sync),
+) -> Result<()> {
+    use rayon::prelude::*;
+    let dt = DataType::F32;
+    let meta = match meta {
+        Some(m) => m.for_grid(grid),
+        None => NiftiMeta::from_grid(grid),
+    };
+    let d = grid.dims;
+    let header = header_bytes(&meta, &[d[0], d[1], d[2], n_volumes], dt)?;
+    let gz = path.to_string_lossy().ends_with(".gz");
+    // Batch size changes memory and scheduling only, never the bytes.
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let encoded = |k: usize| -> Vec<u8> {
+        let v = volume(k);
+        let mut bytes = if k == 0 { header.clone() } else { Vec::new() };
+        encode(&v, dt, &mut bytes);
+        bytes
+    };
+    write_atomic(path, |w| {
+        if n_volumes == 0 {
+            return Err(std::io::Error::other("a series without volumes"));
+        }
+        let batches = (0..n_volumes)
+            .step_by(batch)
+            .map(|s| (s..(s + batch).min(n_volumes)).collect::<Vec<usize>>());
+        if gz {
+            let mut out = super::gzip::GzipBlocks::new(w)?;
+            for ks in batches {
+                let done: Vec<std::io::Result<super::gzip::Block>> = ks
+                    .par_iter()
+                    .map(|&k| {
+                        super::gzip::deflate_block(&encoded(k), GZIP_LEVEL, k + 1 == n_volumes)
+                    })
+                    .collect();
+                for block in done {
+                    out.push(&block?)?;
+                }
+            }
+            out.finish()
+        } else {
+            for ks in batches {
+                let done: Vec<Vec<u8>> = ks.par_iter().map(|&k| encoded(k)).collect();
+                for bytes in done {
+                    w.write_all(&bytes)?;
+                }
+            }
+            Ok(())
+        }
+    })
+}
+
 /// Write a mask as uint8 (1 inside, 0 outside).
 pub fn write_mask(path: &Path, m: &Mask, meta: Option<&NiftiMeta>) -> Result<()> {
     let data: Vec<f32> = m.data.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
