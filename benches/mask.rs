@@ -76,14 +76,12 @@ fn main() {
         let mut sweep = vec![MaskParams::default()];
         for r in [0.0, 2.5, 5.0, 8.0, 10.0] {
             for np in [1, 2, 4] {
-                for c in [Connectivity::Six] {
-                    sweep.push(MaskParams {
-                        median_radius_mm: r,
-                        numpass: np,
-                        nbins: 256,
-                        connectivity: c,
-                    });
-                }
+                sweep.push(MaskParams {
+                    median_radius_mm: r,
+                    numpass: np,
+                    nbins: 256,
+                    connectivity: Connectivity::Six,
+                });
             }
         }
         for (i, p) in sweep.iter().enumerate() {

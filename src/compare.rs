@@ -20,7 +20,7 @@ pub fn sample_points(mask: &Mask) -> Vec<Vector3<f64>> {
         for j in 0..ny {
             for k in 0..nz {
                 if mask.data[mask.grid.index(i, j, k)] {
-                    if n % 7 == 0 {
+                    if n.is_multiple_of(7) {
                         pts.push(mask.grid.world([i as f64, j as f64, k as f64]));
                     }
                     n += 1;

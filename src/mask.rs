@@ -351,14 +351,20 @@ fn morph_step(m: &[bool], dims: [usize; 3], dilate: bool) -> Vec<bool> {
 /// the mask by one voxel along the axes). Registration uses a slightly dilated fixed mask so
 /// that the brain edge — where most of the alignment information is — stays inside it.
 pub fn dilate(m: &Mask, iterations: usize) -> Mask {
-    let mut d = m.data.clone();
-    for _ in 0..iterations {
-        d = morph_step(&d, m.grid.dims, true);
-    }
     Mask {
         grid: m.grid.clone(),
-        data: d,
+        data: dilate_voxels(&m.data, m.grid.dims, iterations),
     }
+}
+
+/// [`dilate`] on a bare voxel array of size `dims` (x fastest), for callers that hold a mask
+/// without its grid (the registration driver's sample mask).
+pub fn dilate_voxels(m: &[bool], dims: [usize; 3], iterations: usize) -> Vec<bool> {
+    let mut d = m.to_vec();
+    for _ in 0..iterations {
+        d = morph_step(&d, dims, true);
+    }
+    d
 }
 
 /// Binary erosion with the 6-connected cross, repeated `iterations` times; voxels outside

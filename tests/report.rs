@@ -506,9 +506,9 @@ fn rotate_bvecs_matches_dipy_reorient_bvecs() {
         [0.6496753343453089, 0.7595419684911515, -0.03190545476713207],
         [0.034241197375492166, -0.6394642020988988, 0.7680579891104],
     ];
-    for k in 0..3 {
-        for a in 0..3 {
-            assert_abs_diff_eq!(out.bvecs[k][a], want[k][a], epsilon = 1e-14);
+    for (got, want) in out.bvecs.iter().zip(&want) {
+        for (g, w) in got.iter().zip(want) {
+            assert_abs_diff_eq!(*g, *w, epsilon = 1e-14);
         }
     }
 }

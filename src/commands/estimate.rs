@@ -127,7 +127,6 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
 
     // The eddy-current model's phase-encode axis is a voxel axis: its scanner direction needs
     // the grid, so it is set here, once the series is read.
-    let mut cfg = cfg;
     if let Some((p, _)) = &pe {
         cfg.registration = RegistrationConfig::eddy(p.world(&dwi.series.grid).into());
     }

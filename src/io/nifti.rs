@@ -242,8 +242,8 @@ impl NiftiMeta {
         let lin: Matrix3<f64> = a.fixed_view::<3, 3>(0, 0).into();
         let zooms = grid.voxel_sizes();
         let mut r = lin;
-        for c in 0..3 {
-            let z = if zooms[c] > 0.0 { zooms[c] } else { 1.0 };
+        for (c, &zc) in zooms.iter().enumerate() {
+            let z = if zc > 0.0 { zc } else { 1.0 };
             r.column_mut(c).scale_mut(1.0 / z);
         }
         let qfac = if r.determinant() < 0.0 {
@@ -838,8 +838,8 @@ fn header_bytes(meta: &NiftiMeta, dims: &[usize], dt: DataType) -> Result<Vec<u8
     put_i16(&mut h, 72, (dt.bytes() * 8) as i16);
     let mut pixdim = meta.pixdim;
     pixdim[0] = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
-    for i in dims.len() + 1..8 {
-        pixdim[i] = pixdim[i].max(0.0);
+    for p in pixdim.iter_mut().skip(dims.len() + 1) {
+        *p = p.max(0.0);
     }
     for (i, p) in pixdim.iter().enumerate() {
         put_f32(&mut h, 76 + 4 * i, *p);

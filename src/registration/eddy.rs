@@ -179,6 +179,7 @@ pub fn split_constant(
 /// - Eddy currents follow the diffusion gradient (the field scales with it), so a part that
 ///   does not depend on the direction is an error, and per-volume scatter around the linear
 ///   dependence is mostly noise of the targets.
+///
 /// Measured on the shared artefact phantom (DTI, 2 passes): removing only the per-shell
 /// intercept gives median / worst 0.225 / 0.466 mm; the linear fit (intercept dropped)
 /// 0.098 / 0.245 mm. The phantom's true field gradients follow `[1, b·ĝ]` to 5e-4 (their

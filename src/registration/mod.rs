@@ -141,7 +141,7 @@ pub fn register(
         ));
     }
     let (mask0, minv) = checked_inputs("registration", fixed, moving, fixed_mask, init)?;
-    let mask = pyramid::dilate(&mask0, fdims, cfg.mask_dilation);
+    let mask = crate::mask::dilate_voxels(&mask0, fdims, cfg.mask_dilation);
     let np = cfg.kind.n_params();
     if let TransformKind::Eddy { pe } = cfg.kind {
         let n = Vector3::from(pe).norm();

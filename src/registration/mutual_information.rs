@@ -140,7 +140,7 @@ pub fn register_mi(
         fixed_mask,
         init,
     )?;
-    let mask = pyramid::dilate(&mask0, fdims, cfg.mask_dilation);
+    let mask = crate::mask::dilate_voxels(&mask0, fdims, cfg.mask_dilation);
     let all = pyramid::lattice_points(&mask, fdims, 1);
     if all.len() < 1000 {
         return Err(Error::input(format!(
@@ -627,7 +627,7 @@ pub fn debug_eval(
     h: f64,
 ) -> (f64, [f64; 6], [f64; 6]) {
     let fdims = fixed.grid.dims;
-    let mask = pyramid::dilate(&fixed_mask.data, fdims, cfg.mask_dilation);
+    let mask = crate::mask::dilate_voxels(&fixed_mask.data, fdims, cfg.mask_dilation);
     let all = pyramid::lattice_points(&mask, fdims, 1);
     let mut centre = Vector3::zeros();
     for p in &all {

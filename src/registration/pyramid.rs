@@ -1,5 +1,5 @@
-//! Multi-resolution support: Gaussian smoothing, mask dilation and the fixed-image sample set
-//! of each level.
+//! Multi-resolution support: Gaussian smoothing and the fixed-image sample set of each level
+//! (the mask is dilated by [`crate::mask::dilate_voxels`]).
 //!
 //! Coarse levels smooth both images with the same physical Gaussian (σ in mm, converted per
 //! axis of each grid, so images with different voxel sizes or orientations are blurred
@@ -78,36 +78,6 @@ fn kernel(s: f64) -> Vec<f32> {
     k.iter().map(|v| (v / sum) as f32).collect()
 }
 
-/// Binary dilation by `r` voxels with a 6-connected structuring element applied `r` times.
-pub fn dilate(mask: &[bool], dims: [usize; 3], r: usize) -> Vec<bool> {
-    let mut cur = mask.to_vec();
-    let [nx, ny, nz] = dims;
-    for _ in 0..r {
-        let mut out = cur.clone();
-        for k in 0..nz {
-            for j in 0..ny {
-                for i in 0..nx {
-                    let idx = i + nx * (j + ny * k);
-                    if cur[idx] {
-                        continue;
-                    }
-                    let hit = (i > 0 && cur[idx - 1])
-                        || (i + 1 < nx && cur[idx + 1])
-                        || (j > 0 && cur[idx - nx])
-                        || (j + 1 < ny && cur[idx + nx])
-                        || (k > 0 && cur[idx - nx * ny])
-                        || (k + 1 < nz && cur[idx + nx * ny]);
-                    if hit {
-                        out[idx] = true;
-                    }
-                }
-            }
-        }
-        cur = out;
-    }
-    cur
-}
-
 /// Voxel indices (ascending linear order) of mask voxels on the `shrink` lattice. The lattice
 /// is centred on the grid so that coarse samples are spread symmetrically.
 pub fn lattice_points(mask: &[bool], dims: [usize; 3], shrink: usize) -> Vec<[usize; 3]> {
@@ -149,14 +119,5 @@ mod tests {
             m2 += v as f64 * i * i;
         }
         assert!((m2 - 1.0).abs() < 0.01, "{m2}");
-    }
-
-    #[test]
-    fn dilation_grows_by_faces() {
-        let dims = [5, 5, 5];
-        let mut m = vec![false; 125];
-        m[2 + 5 * (2 + 5 * 2)] = true;
-        assert_eq!(dilate(&m, dims, 1).iter().filter(|&&b| b).count(), 7);
-        assert_eq!(dilate(&m, dims, 2).iter().filter(|&&b| b).count(), 25);
     }
 }

@@ -52,6 +52,8 @@ pub fn trajectory(
     centre: &Vector3<f64>,
 ) -> Vec<Motion> {
     let mut tracks = vec![[0f64; 6]; n];
+    // `p` is a column (parameter) of the row-per-volume `tracks`: no iterator walks columns
+    #[allow(clippy::needless_range_loop)]
     for p in 0..6 {
         let mut v = 0.0;
         let mut x: f64 = 0.0;

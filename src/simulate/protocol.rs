@@ -94,6 +94,8 @@ pub fn schedule(shells: &[(f64, usize)], n_b0: usize, rng: &mut Rng) -> (Vec<f64
     // interleave shells: round-robin by direction index
     let mut dw = Vec::new();
     let most = shells.iter().map(|s| s.1).max().unwrap_or(0);
+    // `i` is the direction index across shells (`dirs[s][i]`): a column, not one slice
+    #[allow(clippy::needless_range_loop)]
     for i in 0..most {
         for (s, &(b, n)) in shells.iter().enumerate() {
             if i < n {
