@@ -259,7 +259,13 @@ pub fn realign_volume(
 pub fn realign_at(series: &Series, transforms: &[Matrix4<f64>], voxels: &[usize]) -> MaskedSeries {
     let vols: Vec<Vec<f32>> = (0..series.n_volumes)
         .into_par_iter()
-        .map(|k| resample_at(series.volume(k), &series.grid, &transforms[k], voxels))
+        .map(|k| {
+            if transforms[k] == Matrix4::identity() {
+                voxels.iter().map(|&l| series.volume(k)[l]).collect()
+            } else {
+                resample_at(series.volume(k), &series.grid, &transforms[k], voxels)
+            }
+        })
         .collect();
     MaskedSeries::from_volumes(series.grid.clone(), voxels.to_vec(), &vols)
 }
@@ -267,9 +273,6 @@ pub fn realign_at(series: &Series, transforms: &[Matrix4<f64>], voxels: &[usize]
 /// `volume(T·x)` at the centres `x` of `voxels` (cubic B-spline): [`resample`]'s arithmetic
 /// (the same voxel-to-voxel matrix, the same spline), evaluated at those voxels only.
 fn resample_at(volume: &[f32], grid: &Grid, t: &Matrix4<f64>, voxels: &[usize]) -> Vec<f32> {
-    if *t == Matrix4::identity() {
-        return voxels.iter().map(|&l| volume[l]).collect();
-    }
     let inv = grid
         .affine
         .try_inverse()
@@ -952,19 +955,34 @@ fn outlier_stage(
         let pred = expand(grid, predictions.voxels, pred);
         Some(resample(&pred, grid, &inv, Interpolation::CubicBSpline).data)
     };
+    // The same, at the voxels of `m_acq` only (0 elsewhere): all that the slice sums read.
+    let acquired_in = |h: usize, i: usize, m_acq: &[bool]| -> Option<Vec<f32>> {
+        let (pred, _) = predictions.values[i].as_ref()?;
+        let inv = transforms[h].try_inverse()?;
+        let pred = expand(grid, predictions.voxels, pred);
+        let voxels: Vec<usize> = (0..grid.len()).filter(|&l| m_acq[l]).collect();
+        let mut out = vec![0f32; grid.len()];
+        for (&l, v) in voxels
+            .iter()
+            .zip(resample_at(&pred.data, grid, &inv, &voxels))
+        {
+            out[l] = v;
+        }
+        Some(out)
+    };
     // Slice sums of every volume first; the (whole-volume) predictions in acquired space are
     // not kept, but made again for the few volumes found to have outlier slices.
     let per: Vec<(usize, SliceSums)> = order
         .par_iter()
         .enumerate()
         .filter_map(|(i, &h)| {
-            let pred_acq = acquired(h, i)?;
             let inv = transforms[h].try_inverse()?;
             let m_acq: Vec<bool> = resample(&mask_f, grid, &inv, Interpolation::Linear)
                 .data
                 .iter()
                 .map(|&v| v >= 0.5)
                 .collect();
+            let pred_acq = acquired_in(h, i, &m_acq)?;
             let sums = slice_sums(
                 series.volume(h),
                 &pred_acq,

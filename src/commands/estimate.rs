@@ -47,13 +47,12 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     };
 
     let t = timeline.mark();
-    // the series, its realigned copy and the corrected series (README, Memory)
-    let copies = if args.no_resample { 2 } else { 3 };
     let dwi = load_dwi(
         &args.dwi,
         &args.gradients,
-        copies,
+        super::resources::ESTIMATE_SERIES_COPIES,
         pool.current_num_threads(),
+        args.max_memory,
     )?;
     let thr = args.gradients.b0_threshold;
     let table = &dwi.gradients.table;
