@@ -290,6 +290,16 @@ pub enum MetricChoice {
     Mi,
 }
 
+/// `--readout-time`: seconds, positive and under one (BIDS `TotalReadoutTime`).
+fn parse_readout_time(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t > 0.0 && t < 1.0 => Ok(t),
+        _ => Err(format!(
+            "'{s}' is not a readout time: give seconds between 0 and 1 (e.g. 0.05)"
+        )),
+    }
+}
+
 /// `--pe-dir`: a BIDS phase-encoding direction (i, i-, j, j-, k, k-).
 fn parse_pe_dir(s: &str) -> Result<crate::io::bids::PhaseEncoding, String> {
     crate::io::bids::PhaseEncoding::parse(s)
@@ -327,6 +337,11 @@ pub struct EstimateArgs {
     /// else j with a warning.
     #[arg(long, value_name = "DIR", value_parser = parse_pe_dir)]
     pub pe_dir: Option<crate::io::bids::PhaseEncoding>,
+    /// Total readout time (s) of the series, for --transform eddy with --eddy-outputs: eddy's
+    /// parameter file gives the eddy-current field in Hz, which is the displacement divided by
+    /// the readout time. Default: `TotalReadoutTime` of the BIDS sidecar.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_readout_time)]
+    pub readout_time: Option<f64>,
     /// Order in which volumes are processed. Each pass fits a fixed snapshot of the data, so
     /// the estimates are identical for every order (and every -j); it only changes the log.
     /// Hidden from --help for that reason; accepted for nifreeze command lines.

@@ -258,3 +258,86 @@ fn outlier_maps_have_eddys_header_and_shape() {
         .collect();
     assert_eq!(vals, o.n_stdev);
 }
+
+/// `--transform eddy --eddy-outputs`: the eddy-current columns, read with eddy's own field
+/// formula (`LinearScanECModel::ECField`: Hz, a polynomial in the scan's voxel axes about the
+/// grid centre, displacing by field × readout time voxels along the phase-encode vector), give
+/// the displacement of motion.tsv's full map. The full map F is motion.tsv's m00…m33 and the
+/// head motion M comes from the movement columns, so F·M⁻¹ is the scanner-side distortion,
+/// whose displacement along the phase encoding must equal eddy's field × time × voxel size.
+/// Without a readout time (no `TotalReadoutTime`, no `--readout-time`) the run is refused
+/// before any work: eddy's Hz cannot be written without it.
+#[test]
+fn eddy_current_columns_follow_eddys_field_formula() {
+    let tmp = tempfile::tempdir().unwrap();
+    for ext in ["nii.gz", "bval", "bvec"] {
+        std::fs::copy(
+            format!("data/sample/dwi.{ext}"),
+            tmp.path().join(format!("sub-01_dwi.{ext}")),
+        )
+        .unwrap();
+    }
+    let sidecar = tmp.path().join("sub-01_dwi.json");
+    std::fs::write(&sidecar, r#"{"PhaseEncodingDirection": "j-"}"#).unwrap();
+    let dwi = tmp.path().join("sub-01_dwi.nii.gz");
+    let run = |out: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nifreeze-rs"))
+            .arg("estimate")
+            .arg(&dwi)
+            .args(["-j", "2", "-q", "--transform", "eddy", "--no-resample"])
+            .args(["--eddy-outputs", "eddy", "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = run(&tmp.path().join("no_trt"), &[]);
+    let log = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("--readout-time") && log.contains("sub-01_dwi.json"),
+        "{log}"
+    );
+    assert!(!tmp.path().join("no_trt").join("motion.tsv").exists());
+
+    let trt = 0.062;
+    let out = tmp.path().join("hmc");
+    let r = run(&out, &["--readout-time", &trt.to_string()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let full = read_motion_tsv(&std::fs::read_to_string(out.join("motion.tsv")).unwrap()).unwrap();
+    let (series, _) = nifti::read_series(&dwi).unwrap();
+    let grid = series.grid.clone();
+    let z: Vec<f64> = (0..3)
+        .map(|c| grid.affine.fixed_view::<3, 1>(0, c).norm())
+        .collect();
+    // j- : the phase-encode direction is minus the second voxel axis, in world coordinates
+    let e = -grid.affine.fixed_view::<3, 1>(0, 1).into_owned() / z[1];
+    let params = numbers(&out.join("eddy.eddy_parameters"), 0);
+    assert_eq!(params.len(), full.len());
+    let mut largest: f64 = 0.0;
+    for (k, p) in params.iter().enumerate() {
+        assert_eq!(p.len(), 16);
+        assert!(
+            p[9..15].iter().all(|&q| q == 0.0),
+            "linear model: no quadratic terms"
+        );
+        let m = ras_matrix(p, &grid);
+        let s_map = full[k] * m.try_inverse().unwrap();
+        for v in [[2.0, 3.0, 1.0], [40.0, 10.0, 20.0], [15.0, 45.0, 8.0]] {
+            let s = apply(&grid.affine, &Vector3::new(v[0], v[1], v[2]));
+            let ours = e.dot(&(apply(&s_map, &s) - s));
+            let mut field = p[15];
+            for ax in 0..3 {
+                field += p[6 + ax] * z[ax] * (v[ax] - (grid.dims[ax] - 1) as f64 / 2.0);
+            }
+            let eddy_mm = field * trt * z[1];
+            assert!(
+                (ours - eddy_mm).abs() < 1e-6,
+                "volume {k} voxel {v:?}: full map {ours} mm, eddy's field {eddy_mm} mm"
+            );
+            largest = largest.max(ours.abs());
+        }
+    }
+    // the sample has no eddy currents, but the fitted field is not identically zero
+    assert!(largest > 1e-4, "{largest}");
+}

@@ -7,6 +7,7 @@ use nalgebra::Matrix4;
 use nifreeze::image::{Mask, Series};
 use nifreeze::io::nifti::{read_mask, read_series, write_mask, write_series, write_volume};
 use nifreeze::registration::{register, RegistrationConfig};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -287,6 +288,49 @@ fn a_memory_limit_is_refused_up_front() {
     assert_eq!(code, 1, "{err}");
     one_error_line(&err, &["not enough memory", "ulimit -v"]);
     assert!(!out.join("motion.tsv").exists());
+}
+
+/// A small file whose header claims terabytes is bad input (exit 2, "truncated" / "header"),
+/// not a lack of memory (exit 1): uncompressed by its length, gzip by deflate's ~1032:1 bound,
+/// both found from the header alone, before the memory estimate.
+#[test]
+fn a_header_claiming_terabytes_is_bad_input_not_a_memory_failure() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = std::fs::read(sample("dwi.nii.gz")).unwrap();
+    let mut header = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(352)
+        .read_to_end(&mut header)
+        .unwrap();
+    // dim = 4, 30000 × 30000 × 30000 × 27: about 1.5e15 voxels
+    for (i, v) in [4i16, 30000, 30000, 30000, 27, 1, 1, 1].iter().enumerate() {
+        header[40 + 2 * i..42 + 2 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    header.extend_from_slice(&[0u8; 64]);
+    let plain = dir.path().join("huge.nii");
+    std::fs::write(&plain, &header).unwrap();
+    let gz = dir.path().join("huge.nii.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&header).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    for f in [&plain, &gz] {
+        let out = dir.path().join("o");
+        let (code, _, err) = run(&[
+            "estimate",
+            f.to_str().unwrap(),
+            "--bval",
+            &sample("dwi.bval"),
+            "--bvec",
+            &sample("dwi.bvec"),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{}: {err}", f.display());
+        one_error_line(&err, &["huge.nii"]);
+        assert!(err.contains("truncated"), "{err}");
+        assert!(!err.contains("memory"), "{err}");
+    }
 }
 
 // ---- family 2: exit 0 with a wrong answer ----

@@ -46,9 +46,9 @@ fn threshold_line_title_date_and_count() {
     let fd = [0.0, 0.2, 0.9, 0.3, 0.6, 0.1];
     let svg = svg_report_with(
         &ReportOptions {
-            title: "sub-01_dwi",
             date: Some("2026-12-02".into()),
             fd_threshold: Some(0.5),
+            ..ReportOptions::new("sub-01_dwi")
         },
         &rows(&fd),
     );
@@ -71,9 +71,8 @@ fn threshold_line_title_date_and_count() {
     // A threshold above every FD still shows (the axis extends to it).
     let svg = svg_report_with(
         &ReportOptions {
-            title: "x",
-            date: None,
             fd_threshold: Some(3.0),
+            ..ReportOptions::new("x")
         },
         &rows(&fd),
     );
@@ -83,11 +82,76 @@ fn threshold_line_title_date_and_count() {
     // No threshold: no line.
     let svg = svg_report_with(
         &ReportOptions {
-            title: "x",
-            date: None,
             fd_threshold: None,
+            ..ReportOptions::new("x")
         },
         &rows(&fd),
     );
     assert!(line_y(&svg, "fd-threshold").is_none());
+}
+
+/// Outlier slices: a strip marks exactly the volumes that have any, with their counts, and the
+/// subtitle totals them; without detection there is no strip.
+#[test]
+fn outlier_strip_marks_the_volumes_with_outliers() {
+    let fd = [0.0, 0.2, 0.9, 0.3, 0.6, 0.1];
+    let svg = svg_report_with(
+        &ReportOptions {
+            outliers_per_volume: Some(vec![0, 2, 0, 0, 1, 0]),
+            ..ReportOptions::new("x")
+        },
+        &rows(&fd),
+    );
+    let marks: Vec<&str> = svg
+        .lines()
+        .filter(|l| l.contains("class=\"outlier\""))
+        .collect();
+    assert_eq!(marks.len(), 2, "{marks:?}");
+    assert!(marks[0].contains("volume 1: 2 outlier slices"));
+    assert!(marks[1].contains("volume 4: 1 outlier slice<"));
+    assert!(svg.contains("3 outlier slices in 2 volumes"));
+    let plain = svg_report_with(&ReportOptions::new("x"), &rows(&fd));
+    assert!(!plain.contains("class=\"outlier\"") && !plain.contains("outlier slices"));
+}
+
+/// Eddy-current terms get a fourth panel whose offset curve is drawn in proportion to the values
+/// (y grows downwards); the panel is absent without them.
+#[test]
+fn eddy_panel_plots_the_terms() {
+    let fd = [0.0, 0.2, 0.9, 0.3, 0.6, 0.1];
+    let terms: Vec<[f64; 4]> = (0..6)
+        .map(|k| [0.1 * k as f64, 0.001, -0.002 * k as f64, 0.0])
+        .collect();
+    let svg = svg_report_with(
+        &ReportOptions {
+            eddy_terms: Some(terms),
+            ..ReportOptions::new("x")
+        },
+        &rows(&fd),
+    );
+    assert!(svg.contains("Eddy-current displacement along the phase-encode axis"));
+    let plain = svg_report_with(&ReportOptions::new("x"), &rows(&fd));
+    assert!(!plain.contains("Eddy-current"));
+    // The offset series is the dashed black polyline of the last panel: equal steps in value
+    // give equal steps in y, and larger values are drawn higher (smaller y).
+    let line = svg
+        .lines()
+        .filter(|l| l.starts_with("<polyline") && l.contains("#222222") && l.contains("dasharray"))
+        .last()
+        .expect("offset polyline");
+    let pts = line
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("\"/>");
+    let ys: Vec<f64> = pts
+        .split(' ')
+        .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ys.len(), 6);
+    let step = ys[1] - ys[0];
+    assert!(step < 0.0, "larger offsets are drawn higher");
+    for w in ys.windows(2) {
+        assert!((w[1] - w[0] - step).abs() < 0.02, "{ys:?}");
+    }
 }

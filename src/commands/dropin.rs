@@ -16,6 +16,8 @@ use std::path::PathBuf;
 pub struct EddyPlan {
     pub prefix: PathBuf,
     pub pe_axis: usize,
+    /// Total readout time (s) with `--transform eddy`: converts the field to eddy's Hz.
+    pub readout_time: Option<f64>,
 }
 
 /// Resolve `--eddy-outputs`: a relative prefix lies in the output folder; its folder must
@@ -47,8 +49,13 @@ pub fn plan_eddy(args: &EstimateArgs, out: &OutputFolder) -> Result<Option<EddyP
     for f in eddy_files::file_names(&prefix, true, true) {
         out.check_external(&f)?;
     }
-    let pe_axis = match bids::phase_encoding_axis(&args.dwi) {
+    let pe_axis = match args
+        .pe_dir
+        .map(|p| p.axis)
+        .or_else(|| bids::phase_encoding_axis(&args.dwi))
+    {
         Some(a) => a,
+        None if args.transform == crate::cli::TransformChoice::Eddy => 1, // warned once already
         None => {
             super::console::warn(&format!(
                 "no PhaseEncodingDirection in {}; \
@@ -58,7 +65,26 @@ pub fn plan_eddy(args: &EstimateArgs, out: &OutputFolder) -> Result<Option<EddyP
             1
         }
     };
-    Ok(Some(EddyPlan { prefix, pe_axis }))
+    // eddy writes the eddy-current field in Hz: displacement / readout time. Refused up front
+    // rather than written with a guessed time (a wrong scale would look like a real result).
+    let readout_time = match args.transform {
+        crate::cli::TransformChoice::Eddy => match args.readout_time {
+            Some(t) => Some(t),
+            None => Some(bids::read_total_readout_time(&args.dwi)?.ok_or_else(|| {
+                Error::input(format!(
+                    "--eddy-outputs with --transform eddy writes the eddy-current field in Hz, \
+                     which needs the total readout time: none in {}; give --readout-time SECONDS",
+                    bids::sidecar_json(&args.dwi).display()
+                ))
+            })?),
+        },
+        _ => None,
+    };
+    Ok(Some(EddyPlan {
+        prefix,
+        pe_axis,
+        readout_time,
+    }))
 }
 
 /// Write the eddy-style files. `ec_terms` (one row per volume) and `outliers` are passed on

@@ -224,13 +224,23 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         out.write_text("outliers.tsv", &o.table.tsv())?;
     }
     if let Some(plan) = &eddy_plan {
+        let ec_terms = match (&result.eddy, plan.readout_time) {
+            (Some((model, params)), Some(trt)) => Some(crate::io::eddy_files::ec_columns(
+                params,
+                model,
+                grid,
+                plan.pe_axis,
+                trt,
+            )),
+            _ => None,
+        };
         super::dropin::write_eddy(
             plan,
             &head,
             grid,
             &mask,
             &rotated,
-            None,
+            ec_terms.as_deref(),
             outlier_maps.as_ref(),
         )?;
     }
@@ -241,6 +251,17 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         title: &super::dropin::series_title(&args.dwi),
         date: Some(super::dropin::report_date()),
         fd_threshold: Some(args.fd_threshold),
+        outliers_per_volume: result.outliers.as_ref().map(|o| {
+            (0..dwi.series.n_volumes)
+                .map(|k| o.table.slices_of(k).len())
+                .collect()
+        }),
+        eddy_terms: result.eddy.as_ref().map(|(_, params)| {
+            params
+                .iter()
+                .map(|p| [p.constant, p.gradient.x, p.gradient.y, p.gradient.z])
+                .collect()
+        }),
     };
     out.write_text(
         "report.svg",

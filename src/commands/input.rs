@@ -70,6 +70,7 @@ pub fn load_dwi_header(path: &Path, args: &GradientArgs) -> Result<DwiHeader> {
 pub fn load_dwi(path: &Path, args: &GradientArgs, copies: u64, threads: usize) -> Result<DwiInput> {
     // header and gradients first: a wrong table is reported before the data are read
     let header = load_dwi_header(path, args)?;
+    nifti::check_data_size(path)?;
     resources::check_memory(
         &format!("reading and processing {}", path.display()),
         nifti::series_f32_bytes(&header.meta),

@@ -39,6 +39,40 @@ pub fn slice_encoding_axis(path: &Path) -> Option<usize> {
     parse_phase_encoding(json.get("SliceEncodingDirection")?.as_str()?)
 }
 
+/// The sidecar's `TotalReadoutTime` (seconds): `Ok(None)` when there is no sidecar or no such
+/// key; an error when the sidecar is unreadable or the value is not a positive number of seconds
+/// (BIDS: the time from the centre of the first to the centre of the last echo, under 1 s).
+pub fn read_total_readout_time(dwi: &Path) -> Result<Option<f64>> {
+    let path = sidecar_json(dwi);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::input(format!(
+                "cannot read the sidecar {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let json: Value = serde_json::from_str(&text).map_err(|e| {
+        Error::input(format!(
+            "the sidecar {} is not valid JSON ({e}); fix it or give --readout-time",
+            path.display()
+        ))
+    })?;
+    match json.get("TotalReadoutTime") {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(t) if t > 0.0 && t < 1.0 => Ok(Some(t)),
+            _ => Err(Error::input(format!(
+                "{}: TotalReadoutTime is {v}, expected seconds between 0 and 1 (e.g. 0.05); \
+                 fix it or give --readout-time",
+                path.display()
+            ))),
+        },
+    }
+}
+
 /// `i`/`j`/`k` (with an optional trailing `-`) → 0/1/2.
 pub fn parse_phase_encoding(s: &str) -> Option<usize> {
     PhaseEncoding::parse(s).map(|p| p.axis)

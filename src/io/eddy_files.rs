@@ -161,6 +161,48 @@ fn matrix_text<I: IntoIterator<Item = Vec<f64>>>(rows: I) -> String {
     s
 }
 
+/// The eddy-current columns of `.eddy_parameters` for the linear model of
+/// [`crate::registration::eddy`], in eddy's quadratic layout (`--flm quadratic`, its default):
+/// three linear terms (Hz/mm), six quadratic terms (zero here) and the field offset (Hz).
+///
+/// eddy's field is in Hz, a polynomial in the scan's *voxel* axes about the grid centre:
+/// `f(i,j,k) = c + l₁·dx·(i − (nx−1)/2) + l₂·dy·(j − (ny−1)/2) + l₃·dz·(k − (nz−1)/2)` (FSL's
+/// `LinearScanECModel::ECField`; no first-axis flip, unlike the movement parameters), and it
+/// displaces the scan by `f · readout_time` voxels along the acquisition's phase-encode vector.
+/// Ours displaces scanner point `s` by `d(s) = c₀ + gᵀ(s − centre)` mm along the (signed)
+/// phase-encode direction, so `f(v) = d(A·v) / (readout_time · voxel size along PE)`: the sign
+/// of the phase encoding cancels (it flips both the direction and eddy's PE vector).
+pub fn ec_columns(
+    params: &[crate::registration::eddy::EddyParams],
+    model: &crate::registration::eddy::EddyModel,
+    grid: &Grid,
+    pe_axis: usize,
+    readout_time: f64,
+) -> Vec<Vec<f64>> {
+    let a = grid.affine.fixed_view::<3, 3>(0, 0).into_owned();
+    let z = grid.voxel_sizes();
+    let hz_per_mm = 1.0 / (readout_time * z[pe_axis]);
+    let centre_vox = Vector3::new(
+        (grid.dims[0] as f64 - 1.0) / 2.0,
+        (grid.dims[1] as f64 - 1.0) / 2.0,
+        (grid.dims[2] as f64 - 1.0) / 2.0,
+    );
+    let centre_world = grid.world([centre_vox.x, centre_vox.y, centre_vox.z]);
+    params
+        .iter()
+        .map(|p| {
+            let mut row = vec![0.0; DEFAULT_EC_COLUMNS];
+            for (ax, col) in row.iter_mut().take(3).enumerate() {
+                // displacement per voxel step along axis `ax`, per mm of that step
+                *col = p.gradient.dot(&a.column(ax)) / z[ax] * hz_per_mm;
+            }
+            row[DEFAULT_EC_COLUMNS - 1] =
+                (p.constant + p.gradient.dot(&(centre_world - model.centre))) * hz_per_mm;
+            row
+        })
+        .collect()
+}
+
 /// `.eddy_parameters`: per volume the six movement parameters, then its eddy-current terms
 /// (`ec_terms`, one row per volume, all rows the same length) or [`DEFAULT_EC_COLUMNS`] zeros.
 pub fn parameters_text(
@@ -354,6 +396,55 @@ mod tests {
         a[(1, 3)] = -50.0;
         a[(2, 3)] = -30.0;
         Grid::new([40, 48, 30], a)
+    }
+
+    /// The columns, evaluated with eddy's own field formula and readout time, give back the
+    /// displacement our model applies (computed independently, from the composed full map), at
+    /// voxels spread over an oblique, flipped grid, for both signs of the phase encoding.
+    #[test]
+    fn ec_columns_reproduce_the_displacement_through_eddys_field_formula() {
+        use crate::registration::eddy::{EddyModel, EddyParams};
+        let mut g = grid(true);
+        let rot = nalgebra::Rotation3::from_euler_angles(0.2, -0.1, 0.15);
+        let lin = rot.matrix() * g.affine.fixed_view::<3, 3>(0, 0);
+        g.affine.fixed_view_mut::<3, 3>(0, 0).copy_from(&lin);
+        let g = Grid::new(g.dims, g.affine);
+        let trt = 0.047;
+        for reversed in [false, true] {
+            let pe = crate::io::bids::PhaseEncoding { axis: 1, reversed };
+            let e = pe.world(&g);
+            let model = EddyModel::new(e, Vector3::new(3.0, -12.0, 7.0));
+            let p = EddyParams {
+                rigid: Matrix4::identity(),
+                constant: 0.42,
+                gradient: Vector3::new(0.004, -0.011, 0.007),
+            };
+            let cols = &ec_columns(&[p], &model, &g, 1, trt)[0];
+            assert_eq!(cols.len(), 10);
+            assert!(cols[3..9].iter().all(|&c| c == 0.0));
+            let f = model.compose(&p);
+            let z = g.voxel_sizes();
+            for v in [
+                [0.0, 0.0, 0.0],
+                [39.0, 5.0, 12.0],
+                [7.0, 47.0, 29.0],
+                [20.0, 24.0, 3.0],
+            ] {
+                let s = g.world(v);
+                let y = f.transform_point(&nalgebra::Point3::from(s)).coords;
+                let ours = e.dot(&(y - s));
+                // eddy: f(i,j,k) = c + Σ l_a·d_a·(v_a − (n_a−1)/2); shift = f·trt voxels along PE
+                let mut field = cols[9];
+                for ax in 0..3 {
+                    field += cols[ax] * z[ax] * (v[ax] - (g.dims[ax] as f64 - 1.0) / 2.0);
+                }
+                let eddy_mm = field * trt * z[1];
+                assert!(
+                    (ours - eddy_mm).abs() < 1e-9,
+                    "{ours} vs {eddy_mm} at {v:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -684,19 +684,7 @@ fn open_data(path: &Path) -> Result<(Header, Box<dyn Read>, bool, [usize; 4], us
         .try_fold(1usize, |acc, &v| acc.checked_mul(v))
         .ok_or_else(too_big)?;
     let need = n.checked_mul(m.datatype.bytes()).ok_or_else(too_big)?;
-    if !gz {
-        // an uncompressed file shows its truncation before any buffer is reserved (a header
-        // claiming terabytes is bad input, not a lack of memory)
-        let have = std::fs::metadata(path)
-            .map(|md| md.len().saturating_sub(h.vox_offset as u64))
-            .unwrap_or(u64::MAX);
-        if have < need as u64 {
-            return Err(fail(
-                path,
-                format!("the file is truncated: {need} bytes of voxel data expected, {have} found"),
-            ));
-        }
-    }
+    check_file_can_hold(path, &h, gz, need as u64)?;
     let skip = (h.vox_offset - HEADER_SIZE) as u64;
     let skipped = std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink())
         .map_err(|e| stream_error(path, gz, e))?;
@@ -710,6 +698,52 @@ fn open_data(path: &Path) -> Result<(Header, Box<dyn Read>, bool, [usize; 4], us
         ));
     }
     Ok((h, r, gz, d, n, need))
+}
+
+/// Deflate cannot compress better than about 1032:1 (a 258-byte match coded in 2 bits), so a
+/// gzip file of `c` bytes inflates to at most this many bytes (with room for gzip framing).
+fn gzip_inflate_bound(compressed: u64) -> u64 {
+    compressed.saturating_mul(1032).saturating_add(1 << 20)
+}
+
+/// Refuse, before any buffer is reserved, a file that cannot hold the voxel data its header
+/// promises: an uncompressed file by its length, a gzip file by the deflate ratio bound. A
+/// header claiming terabytes in a small file is bad input (exit 2), not a lack of memory.
+fn check_file_can_hold(path: &Path, h: &Header, gz: bool, need: u64) -> Result<()> {
+    let Ok(len) = std::fs::metadata(path).map(|md| md.len()) else {
+        return Ok(()); // not a regular file (a pipe): the reader finds any truncation
+    };
+    let have = if gz {
+        gzip_inflate_bound(len)
+    } else {
+        len.saturating_sub(h.vox_offset as u64)
+    };
+    if have < need {
+        let what = if gz {
+            format!(
+                "the header promises {need} bytes of voxel data, more than a {len}-byte gzip \
+                 file can hold (deflate compresses at most ~1032:1); the file is truncated or \
+                 its header is wrong"
+            )
+        } else {
+            format!("the file is truncated: {need} bytes of voxel data expected, {have} found")
+        };
+        return Err(fail(path, what));
+    }
+    Ok(())
+}
+
+/// Check that `path` can hold the voxel data its header describes, reading only the header
+/// (see [`check_file_can_hold`]); for estimates of memory made before the data are read.
+pub fn check_data_size(path: &Path) -> Result<()> {
+    let (h, _r, gz) = open_header(path)?;
+    let d = series_dims(path, &h.meta)?;
+    let need = d
+        .iter()
+        .chain(std::iter::once(&h.meta.datatype.bytes()))
+        .try_fold(1u64, |acc, &v| acc.checked_mul(v as u64))
+        .unwrap_or(u64::MAX);
+    check_file_can_hold(path, &h, gz, need)
 }
 
 /// After `got` of `need` voxel bytes were read: refuse a short file, and for gzip read on to

@@ -144,19 +144,32 @@ pub struct ReportOptions<'a> {
     pub date: Option<String>,
     /// FD threshold (mm): a line in the displacement panel and the count of volumes above it.
     pub fd_threshold: Option<f64>,
+    /// Outlier slices per volume (one count per row), when detection ran: a strip under the
+    /// b-value strip marks the volumes that have any, and the subtitle counts them.
+    pub outliers_per_volume: Option<Vec<usize>>,
+    /// Eddy-current terms per volume, when estimated: `[offset, ∂d/∂x, ∂d/∂y, ∂d/∂z]`, the
+    /// displacement along the phase-encode axis at the field centre (mm) and its gradient
+    /// (mm per mm, scanner RAS). Shown in a fourth panel, gradients as mm per 100 mm.
+    pub eddy_terms: Option<Vec<[f64; 4]>>,
+}
+
+impl<'a> ReportOptions<'a> {
+    /// Title only; FD threshold at [`DEFAULT_FD_THRESHOLD_MM`]; nothing else.
+    pub fn new(title: &'a str) -> Self {
+        ReportOptions {
+            title,
+            date: None,
+            fd_threshold: Some(DEFAULT_FD_THRESHOLD_MM),
+            outliers_per_volume: None,
+            eddy_terms: None,
+        }
+    }
 }
 
 /// The SVG report of a run. `title` is shown as given (e.g. the input file name); the FD
 /// threshold line is drawn at [`DEFAULT_FD_THRESHOLD_MM`].
 pub fn svg_report(title: &str, rows: &[MotionRow]) -> String {
-    svg_report_with(
-        &ReportOptions {
-            title,
-            date: None,
-            fd_threshold: Some(DEFAULT_FD_THRESHOLD_MM),
-        },
-        rows,
-    )
+    svg_report_with(&ReportOptions::new(title), rows)
 }
 
 /// The SVG report of a run with [`ReportOptions`].
@@ -171,7 +184,7 @@ pub fn svg_report_with(opts: &ReportOptions, rows: &[MotionRow]) -> String {
     let cell = plot_w / n.max(1) as f64;
     let xs = |k: f64| -> f64 { LEFT + (k + 0.5) * cell };
     let col = |i: usize| -> Vec<f64> { rows.iter().map(|r| r.params[i]).collect() };
-    let panels = [
+    let mut panels = vec![
         Panel {
             title: "Translation",
             unit: "mm",
@@ -228,7 +241,31 @@ pub fn svg_report_with(opts: &ReportOptions, rows: &[MotionRow]) -> String {
             min_span: 0.5,
         },
     ];
-    let height = TOP + 3.0 * (PANEL_H + PANEL_GAP) + 40.0;
+    if let Some(ec) = opts.eddy_terms.as_ref().filter(|e| e.len() == n) {
+        let names = ["offset", "per 100 mm x", "per 100 mm y", "per 100 mm z"];
+        let colours = ["#222222", AXIS_COLOURS[0], AXIS_COLOURS[1], AXIS_COLOURS[2]];
+        panels.push(Panel {
+            title: "Eddy-current displacement along the phase-encode axis",
+            unit: "mm",
+            series: (0..4)
+                .map(|i| {
+                    let scale = if i == 0 { 1.0 } else { 100.0 };
+                    (
+                        names[i].to_string(),
+                        colours[i],
+                        ec.iter().map(|t| scale * t[i]).collect(),
+                        i == 0,
+                    )
+                })
+                .collect(),
+            min_span: 0.2,
+        });
+    }
+    let outliers = opts.outliers_per_volume.as_ref().filter(|o| o.len() == n);
+    // The outlier strip sits under the b-value strip; panels move down to make room.
+    let top = if outliers.is_some() { TOP + 24.0 } else { TOP };
+    let n_panels = panels.len() as f64;
+    let height = top + n_panels * (PANEL_H + PANEL_GAP) + 40.0;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -263,9 +300,18 @@ pub fn svg_report_with(opts: &ReportOptions, rows: &[MotionRow]) -> String {
             )
         })
         .unwrap_or_default();
+    let outlier_note = outliers
+        .map(|o| {
+            format!(
+                " · {} outlier slices in {} volumes",
+                o.iter().sum::<usize>(),
+                o.iter().filter(|&&c| c > 0).count()
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         s,
-        r##"<text x="{LEFT}" y="46" fill="#444">{n} volumes · mean FD {fd_mean:.3} mm · max FD {fd_max:.3} mm{above} · max RMS from reference {rms_max:.3} mm</text>"##
+        r##"<text x="{LEFT}" y="46" fill="#444">{n} volumes · mean FD {fd_mean:.3} mm · max FD {fd_max:.3} mm{above} · max RMS from reference {rms_max:.3} mm{outlier_note}</text>"##
     );
 
     // b-value strip with legend.
@@ -308,8 +354,31 @@ pub fn svg_report_with(opts: &ReportOptions, rows: &[MotionRow]) -> String {
         lx += 30.0 + 8.0 * label.chars().count() as f64;
     }
 
+    if let Some(o) = outliers {
+        let y = strip_y + 42.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#444">outliers</text>"##,
+            LEFT - 8.0,
+            y + 11.0
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect x="{LEFT}" y="{y:.1}" width="{plot_w:.1}" height="14" fill="none" stroke="#ccc"/>"##
+        );
+        for (k, &c) in o.iter().enumerate().filter(|(_, &c)| c > 0) {
+            let _ = writeln!(
+                s,
+                r##"<rect class="outlier" x="{:.2}" y="{y:.1}" width="{:.2}" height="14" fill="#d62728"><title>volume {k}: {c} outlier slice{}</title></rect>"##,
+                LEFT + k as f64 * cell,
+                cell.max(1.5),
+                if c == 1 { "" } else { "s" }
+            );
+        }
+    }
+
     for (p, panel) in panels.iter().enumerate() {
-        let y0 = TOP + p as f64 * (PANEL_H + PANEL_GAP);
+        let y0 = top + p as f64 * (PANEL_H + PANEL_GAP);
         // The displacement panel always shows its FD threshold line.
         let threshold = opts.fd_threshold.filter(|_| p == 2);
         let (lo, hi, step) = y_range(
@@ -475,7 +544,7 @@ pub fn svg_report_with(opts: &ReportOptions, rows: &[MotionRow]) -> String {
         }
         let _ = writeln!(s, "</g>");
     }
-    let yb = TOP + 3.0 * (PANEL_H + PANEL_GAP) - PANEL_GAP + 34.0;
+    let yb = top + n_panels * (PANEL_H + PANEL_GAP) - PANEL_GAP + 34.0;
     let _ = writeln!(
         s,
         r##"<text x="{:.1}" y="{yb:.1}" text-anchor="middle" fill="#333">volume index (grey bands: b=0 volumes)</text>"##,
