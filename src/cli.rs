@@ -103,10 +103,14 @@ const REGISTER_HELP: &str = concat!(
   nifreeze-rs register --fixed b0.nii.gz --moving dwi.nii.gz --volume 7 --out vol-7.tfm
   nifreeze-rs register --fixed t1.nii.gz --moving mean_b0.nii.gz --transform affine \\
       --out xfm.mat --resampled mean_b0_in_t1.nii.gz
+  nifreeze-rs register --fixed b0.nii.gz --moving dwi.nii.gz --volume 7 --metric mi --out v7.tfm
 
 The transform maps points of the fixed image (RAS mm) to where they are in the moving image
 (ITK/ANTs fixed->moving): resampled(x) = moving(T x), as antsApplyTransforms -r fixed -t xfm
-applies it. The metric is least squares with a fitted intensity scale and offset (same contrast).
+applies it. Metrics: ls (default) is least squares with a fitted intensity scale and offset, for
+images of the same contrast (Gauss-Newton); mi is Mattes mutual information, for different
+contrasts such as a b=0 image against a diffusion-weighted one (BFGS). Every metric works with
+every --transform.
 
 ",
     exit_codes!()
@@ -275,6 +279,15 @@ pub enum TransformChoice {
     /// Rigid head motion plus a linear eddy-current field along the phase-encode axis
     /// (FSL eddy's linear model; see --pe-dir).
     Eddy,
+}
+
+/// `register --metric`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricChoice {
+    /// Least squares with a fitted intensity scale and offset (same contrast).
+    Ls,
+    /// Mattes mutual information (different contrasts).
+    Mi,
 }
 
 /// `--readout-time`: seconds, positive and under one (BIDS `TotalReadoutTime`).
@@ -480,9 +493,14 @@ pub struct RegisterArgs {
     /// Fixed-image mask: only its voxels drive the metric.
     #[arg(long, value_name = "FILE")]
     pub mask: Option<PathBuf>,
-    /// Transform model: rigid (6 parameters) or affine (12).
+    /// Transform model: rigid (6 parameters), affine (12) or eddy (rigid plus a linear
+    /// eddy-current field along the phase-encode axis).
     #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
     pub transform: TransformChoice,
+    /// Similarity metric: ls (least squares with intensity scale, same contrast) or mi
+    /// (Mattes mutual information, any contrast).
+    #[arg(long, value_enum, default_value_t = MetricChoice::Ls)]
+    pub metric: MetricChoice,
     /// Phase-encode direction of the moving image (i, i-, j, j-, k, k-), for --transform
     /// eddy. Default: the moving image's BIDS sidecar, else j with a warning.
     #[arg(long, value_name = "DIR", value_parser = parse_pe_dir)]

@@ -23,7 +23,6 @@ use crate::model::{requirements, EngineOptions, FitMethod, LovoEngine, ModelKind
 use crate::outliers::{detect, slice_sums, OutlierConfig, OutlierTable, SliceSums};
 use crate::registration::eddy::{second_level_field, split_constant, EddyModel, EddyParams};
 use crate::registration::interpolate::BSpline;
-use crate::registration::mutual_information::{register_mi, MiConfig};
 use crate::registration::{register, resample, Interpolation, RegistrationConfig, TransformKind};
 use crate::report::rotate_bvecs;
 use crate::timing::Timeline;
@@ -444,11 +443,11 @@ fn link_shells(
         })
         .collect();
     let id = Matrix4::identity();
-    let mi = MiConfig::default();
-    let mut link = register_mi(reference, &means[0], Some(mask), &id, &mi)?.matrix;
+    let mi = RegistrationConfig::mutual_information();
+    let mut link = register(reference, &means[0], Some(mask), &id, &mi)?.matrix;
     for (s, sh) in shell_list.iter().enumerate() {
         if s > 0 {
-            link = register_mi(&means[s - 1], &means[s], Some(mask), &id, &mi)?.matrix * link;
+            link = register(&means[s - 1], &means[s], Some(mask), &id, &mi)?.matrix * link;
         }
         for &k in &sh.indices {
             transforms[k] *= link;
@@ -555,15 +554,15 @@ pub fn estimate(
     // that the model passes could not remove.)
     if !b0.is_empty() {
         let t = timeline.mark();
-        let bootstrap_mi = MiConfig {
+        let bootstrap_mi = RegistrationConfig {
             sampling: BOOTSTRAP_MI_SAMPLING,
-            ..MiConfig::default()
+            ..RegistrationConfig::mutual_information()
         };
         let done = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<Matrix4<f64>>> = order
             .par_iter()
             .map(|&h| {
-                let r = register_mi(
+                let r = register(
                     &reference,
                     &series.to_volume(h),
                     Some(mask),
@@ -675,6 +674,10 @@ pub fn estimate(
             outliers = Some(found);
         }
         let t_reg = timeline.mark();
+        // Without a model the target has b=0 contrast: mutual information, searching the
+        // family asked for (it used to be rigid whatever --transform said).
+        let b0_model_registration =
+            RegistrationConfig::mutual_information().with_transform(cfg.registration.kind);
         let done = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<(Matrix4<f64>, VolumeDiagnostics)>> = order
             .par_iter()
@@ -702,8 +705,6 @@ pub fn estimate(
                     return Ok((transforms[h], diagnostics[h].clone()));
                 }
                 let moving = working.to_volume(h);
-                // Without a model the target has b=0 contrast: only mutual information can
-                // compare it with a diffusion-weighted volume.
                 let r = match (pred, &excluded) {
                     (Some(_), Some((m, reg))) => {
                         register(target, &moving, Some(m), &transforms[h], reg)?
@@ -715,12 +716,12 @@ pub fn estimate(
                         &transforms[h],
                         &cfg.registration,
                     )?,
-                    (None, _) => register_mi(
+                    (None, _) => register(
                         target,
                         &moving,
                         Some(mask),
                         &transforms[h],
-                        &MiConfig::default(),
+                        &b0_model_registration,
                     )?,
                 };
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;

@@ -6,7 +6,7 @@
 use nalgebra::Matrix4;
 use nifreeze::image::{Mask, Series};
 use nifreeze::io::nifti::{read_mask, read_series, write_mask, write_series, write_volume};
-use nifreeze::registration::mutual_information::{register_mi, MiConfig};
+use nifreeze::registration::{register, RegistrationConfig};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -84,16 +84,23 @@ fn mutual_information_survives_non_finite_voxels() {
     let centre = bad.grid.index(22, 27, 22);
     bad.data[centre] = f32::NAN;
     bad.data[centre + 1] = f32::INFINITY;
-    let reference = register_mi(
+    let reference = register(
         &clean,
         &clean,
         Some(&m),
         &Matrix4::identity(),
-        &MiConfig::default(),
+        &RegistrationConfig::mutual_information(),
     )
     .unwrap();
     for (f, mv) in [(&bad, &clean), (&clean, &bad)] {
-        let r = register_mi(f, mv, Some(&m), &Matrix4::identity(), &MiConfig::default()).unwrap();
+        let r = register(
+            f,
+            mv,
+            Some(&m),
+            &Matrix4::identity(),
+            &RegistrationConfig::mutual_information(),
+        )
+        .unwrap();
         assert!(r.matrix.iter().all(|v| v.is_finite()));
         // two voxels of 100 000 barely move the result (identity registration of the same image)
         let d = (r.matrix - reference.matrix).abs().max();
