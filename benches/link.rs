@@ -24,7 +24,6 @@ use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::gradients::{read_mrtrix, shells, GradientTable};
 use nifreeze::io::nifti::{read_mask, read_series};
 use nifreeze::model::{EngineOptions, FitMethod, LovoEngine, ModelKind};
-use nifreeze::registration::mutual_information::{register_mi, MiConfig};
 use nifreeze::registration::{register, resample, Interpolation, RegistrationConfig};
 use nifreeze::report::rotate_bvecs;
 use std::path::Path;
@@ -78,29 +77,29 @@ fn run(dir: &Path, kind: ModelKind) {
     let id = Matrix4::identity();
     let reg = RegistrationConfig::rigid();
     for (i, shell) in sh.iter().enumerate() {
-        let mi = register_mi(
+        let mi = register(
             &reference,
             &means[i],
             Some(&mask),
             &id,
-            &MiConfig::default(),
+            &RegistrationConfig::mutual_information(),
         )
         .unwrap()
         .matrix;
-        let brain_only = MiConfig {
+        let brain_only = RegistrationConfig {
             mask_dilation: 0,
-            ..MiConfig::default()
+            ..RegistrationConfig::mutual_information()
         };
-        let mi0 = register_mi(&reference, &means[i], Some(&mask), &id, &brain_only)
+        let mi0 = register(&reference, &means[i], Some(&mask), &id, &brain_only)
             .unwrap()
             .matrix;
         let mi_prev = (i > 0).then(|| {
-            register_mi(
+            register(
                 &means[i - 1],
                 &means[i],
                 Some(&mask),
                 &id,
-                &MiConfig::default(),
+                &RegistrationConfig::mutual_information(),
             )
             .unwrap()
             .matrix

@@ -10,8 +10,7 @@
 use nalgebra::{Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::nifti::{read_mask, read_series};
-use nifreeze::registration::mutual_information::{register_mi, MiConfig};
-use nifreeze::registration::{resample, Interpolation};
+use nifreeze::registration::{register, resample, Interpolation, MetricKind, RegistrationConfig};
 use std::path::Path;
 use std::time::Instant;
 
@@ -51,7 +50,7 @@ fn mean_error(a: &Matrix4<f64>, b: &Matrix4<f64>, m: &Mask) -> f64 {
         / idx.len() as f64
 }
 
-fn run(dir: &Path, cfg: &MiConfig) {
+fn run(dir: &Path, cfg: &RegistrationConfig) {
     let Ok((s, _)) = read_series(&dir.join("dwi.nii.gz")) else {
         eprintln!("skip {}: no data", dir.display());
         return;
@@ -125,11 +124,11 @@ fn run(dir: &Path, cfg: &MiConfig) {
             .unwrap();
         let t0 = Instant::now();
         let r = one
-            .install(|| register_mi(&fixed, &moving, Some(&m), &Matrix4::identity(), cfg))
+            .install(|| register(&fixed, &moving, Some(&m), &Matrix4::identity(), cfg))
             .unwrap();
         let t1 = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let r2 = register_mi(&fixed, &moving, Some(&m), &Matrix4::identity(), cfg).unwrap();
+        let r2 = register(&fixed, &moving, Some(&m), &Matrix4::identity(), cfg).unwrap();
         let tn = t0.elapsed().as_secs_f64();
         assert_eq!(r.matrix, r2.matrix, "thread-count dependence");
         println!(
@@ -150,14 +149,15 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let mut cfg = MiConfig::default();
-    if let Ok(v) = std::env::var("MI_BINS") {
-        cfg.bins = v.parse().unwrap();
+    let mut cfg = RegistrationConfig::mutual_information();
+    if let (Ok(v), MetricKind::MutualInformation(mi)) = (std::env::var("MI_BINS"), &mut cfg.metric)
+    {
+        mi.bins = v.parse().unwrap();
     }
     if let Ok(v) = std::env::var("MI_DIL") {
         cfg.mask_dilation = v.parse().unwrap();
     }
-    println!("config: {} bins, dilation {}", cfg.bins, cfg.mask_dilation);
+    println!("config: {:?}, dilation {}", cfg.metric, cfg.mask_dilation);
     let root = Path::new("../shared/phantoms");
     for name in ["mini", "bench"] {
         if args.is_empty() || args.iter().any(|a| a == name) {

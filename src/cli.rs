@@ -103,10 +103,14 @@ const REGISTER_HELP: &str = concat!(
   nifreeze-rs register --fixed b0.nii.gz --moving dwi.nii.gz --volume 7 --out vol-7.tfm
   nifreeze-rs register --fixed t1.nii.gz --moving mean_b0.nii.gz --transform affine \\
       --out xfm.mat --resampled mean_b0_in_t1.nii.gz
+  nifreeze-rs register --fixed b0.nii.gz --moving dwi.nii.gz --volume 7 --metric mi --out v7.tfm
 
 The transform maps points of the fixed image (RAS mm) to where they are in the moving image
 (ITK/ANTs fixed->moving): resampled(x) = moving(T x), as antsApplyTransforms -r fixed -t xfm
-applies it. The metric is least squares with a fitted intensity scale and offset (same contrast).
+applies it. Metrics: ls (default) is least squares with a fitted intensity scale and offset, for
+images of the same contrast (Gauss-Newton); mi is Mattes mutual information, for different
+contrasts such as a b=0 image against a diffusion-weighted one (BFGS). Every metric works with
+every --transform.
 
 ",
     exit_codes!()
@@ -277,7 +281,38 @@ pub enum TransformChoice {
     Eddy,
 }
 
+/// `register --metric`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricChoice {
+    /// Least squares with a fitted intensity scale and offset (same contrast).
+    Ls,
+    /// Mattes mutual information (different contrasts).
+    Mi,
+}
+
 /// `--readout-time`: seconds, positive and under one (BIDS `TotalReadoutTime`).
+/// `8G`, `1500M`, `2.5GiB`, `4096` (MiB) → bytes (binary multiples, as Slurm's --mem).
+pub fn parse_memory_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit.trim_end_matches("IB").trim_end_matches('B');
+    let scale: f64 = match unit {
+        "" | "M" => 1024.0 * 1024.0,
+        "K" => 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("'{s}' is not a memory size: use e.g. 8G or 1500M")),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * scale < 1.8e19 => Ok((v * scale) as u64),
+        _ => Err(format!("'{s}' is not a memory size: use e.g. 8G or 1500M")),
+    }
+}
+
 fn parse_readout_time(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(t) if t > 0.0 && t < 1.0 => Ok(t),
@@ -356,6 +391,11 @@ pub struct EstimateArgs {
     /// Replace a complete earlier run in --out.
     #[arg(long)]
     pub force: bool,
+    /// Memory the run may use, e.g. 8G, 1500M (K/M/G/T: KiB…TiB, as Slurm's --mem; a plain
+    /// number is MiB). A run whose estimate exceeds it is refused before any work, with the
+    /// figure. Default: the memory the machine has available.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
+    pub max_memory: Option<u64>,
     /// Seed for --order random (only the log order; hidden with it).
     #[arg(long, value_name = "S", default_value_t = 20250101, hide = true)]
     pub seed: u64,
@@ -453,9 +493,14 @@ pub struct RegisterArgs {
     /// Fixed-image mask: only its voxels drive the metric.
     #[arg(long, value_name = "FILE")]
     pub mask: Option<PathBuf>,
-    /// Transform model: rigid (6 parameters) or affine (12).
+    /// Transform model: rigid (6 parameters), affine (12) or eddy (rigid plus a linear
+    /// eddy-current field along the phase-encode axis).
     #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
     pub transform: TransformChoice,
+    /// Similarity metric: ls (least squares with intensity scale, same contrast) or mi
+    /// (Mattes mutual information, any contrast).
+    #[arg(long, value_enum, default_value_t = MetricChoice::Ls)]
+    pub metric: MetricChoice,
     /// Phase-encode direction of the moving image (i, i-, j, j-, k, k-), for --transform
     /// eddy. Default: the moving image's BIDS sidecar, else j with a warning.
     #[arg(long, value_name = "DIR", value_parser = parse_pe_dir)]

@@ -388,3 +388,60 @@ fn eddy_model_refuses_a_missing_phase_encode_direction() {
     .unwrap_err();
     assert!(err.to_string().contains("phase-encode"), "{err}");
 }
+
+/// The least-squares metric's value and derivative (the interface BFGS-type optimisers use):
+/// near alignment its inverse-compositional derivative agrees with central differences of its
+/// value, for every family, and the value is zero-residual invariant to intensity scale and
+/// offset.
+#[test]
+fn least_squares_metric_derivative_matches_finite_differences() {
+    use nifreeze::registration::metric::{FixedSamples, LeastSquares, Metric, MovingImage};
+    use nifreeze::registration::{interpolate::BSpline, pyramid, transform::Increment};
+    let g = grid([40, 46, 38], 3.0, [4.0, -3.0, 2.0], false);
+    let f = sample(&g, object);
+    let m = mask_of(&f);
+    let c = [2.0, -3.0, 4.0];
+    let truth = rigid([0.3, -0.2, 0.25], [0.2, -0.15, 0.1], c);
+    // moving = 1.7·object(T⁻¹y) + 12: a different gain and offset
+    let inv = truth.try_inverse().unwrap();
+    let mv = sample(&g, |y| {
+        1.7 * object(&inv.transform_point(&(*y).into()).coords) + 12.0
+    });
+    let dims = g.dims;
+    let pts = pyramid::lattice_points(&m.data, dims, 1);
+    let centre = Vector3::from(c);
+    let minv = g.affine.try_inverse().unwrap();
+    for kind in [
+        TransformKind::Rigid,
+        TransformKind::Affine,
+        TransformKind::Eddy {
+            pe: [0.0, 1.0, 0.0],
+        },
+    ] {
+        let ls = LeastSquares {
+            samples: FixedSamples::new(&f.data, dims, &g.affine, &pts, kind, &centre, true),
+            moving: MovingImage::Cubic(BSpline::new(&mv.data, dims)),
+            fixed_affine: g.affine,
+            moving_inv_affine: minv,
+        };
+        // at the truth the residual after scale and offset is (nearly) zero
+        let at_truth = ls.value_and_derivative(&truth, &Increment::at(kind, centre, &truth));
+        let t = Matrix4::identity();
+        let inc = Increment::at(kind, centre, &t);
+        let (v, _) = ls.value_and_derivative(&t, &inc);
+        assert!(at_truth.0 < 1e-3 * v, "{kind:?}: {} vs {v}", at_truth.0);
+        // scale each parameter to ~1 mm of shift so one tolerance fits all
+        let sm = nalgebra::Matrix3::from_diagonal_element(40.0f64.powi(2));
+        let scales = inc.physical_shift_scales(&sm);
+        let (dq, fd) = common::scaled_derivatives(&ls, &t, &inc, &scales);
+        let big = fd.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        for k in 0..fd.len() {
+            assert!(
+                (dq[k] - fd[k]).abs() < 0.1 * big,
+                "{kind:?} parameter {k}: {} vs finite difference {}",
+                dq[k],
+                fd[k]
+            );
+        }
+    }
+}

@@ -6,7 +6,7 @@
 use nalgebra::Matrix4;
 use nifreeze::image::{Mask, Series};
 use nifreeze::io::nifti::{read_mask, read_series, write_mask, write_series, write_volume};
-use nifreeze::registration::mutual_information::{register_mi, MiConfig};
+use nifreeze::registration::{register, RegistrationConfig};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -84,16 +84,23 @@ fn mutual_information_survives_non_finite_voxels() {
     let centre = bad.grid.index(22, 27, 22);
     bad.data[centre] = f32::NAN;
     bad.data[centre + 1] = f32::INFINITY;
-    let reference = register_mi(
+    let reference = register(
         &clean,
         &clean,
         Some(&m),
         &Matrix4::identity(),
-        &MiConfig::default(),
+        &RegistrationConfig::mutual_information(),
     )
     .unwrap();
     for (f, mv) in [(&bad, &clean), (&clean, &bad)] {
-        let r = register_mi(f, mv, Some(&m), &Matrix4::identity(), &MiConfig::default()).unwrap();
+        let r = register(
+            f,
+            mv,
+            Some(&m),
+            &Matrix4::identity(),
+            &RegistrationConfig::mutual_information(),
+        )
+        .unwrap();
         assert!(r.matrix.iter().all(|v| v.is_finite()));
         // two voxels of 100 000 barely move the result (identity registration of the same image)
         let d = (r.matrix - reference.matrix).abs().max();
@@ -281,6 +288,36 @@ fn a_memory_limit_is_refused_up_front() {
     assert_eq!(code, 1, "{err}");
     one_error_line(&err, &["not enough memory", "ulimit -v"]);
     assert!(!out.join("motion.tsv").exists());
+}
+
+/// `--max-memory` below the run's estimate is refused before any work, with both figures
+/// (exit 1: the input is fine); a size that does not parse is a usage error (exit 2).
+#[test]
+fn max_memory_below_the_estimate_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let run = |size: &str| {
+        output(Command::new(BIN).args([
+            "estimate",
+            &sample("dwi.nii.gz"),
+            "--max-memory",
+            size,
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    let (code, _, err) = run("20M");
+    assert_eq!(code, 1, "{err}");
+    // the sample is 12 MB as float32: its estimate is well above 20 MiB (about 125 MB)
+    one_error_line(&err, &["not enough memory", "--max-memory allows 21 MB"]);
+    assert!(!out.join("motion.tsv").exists());
+    let (code, _, err) = run("lots");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a memory size"), "{err}");
+    assert_eq!(nifreeze::cli::parse_memory_size("1.5G"), Ok(1_610_612_736));
+    assert_eq!(nifreeze::cli::parse_memory_size("4096"), Ok(4_294_967_296));
+    assert_eq!(nifreeze::cli::parse_memory_size("512KiB"), Ok(524_288));
+    assert!(nifreeze::cli::parse_memory_size("-1G").is_err());
 }
 
 /// A small file whose header claims terabytes is bad input (exit 2, "truncated" / "header"),

@@ -1,10 +1,10 @@
 //! `register`: align one image (moving) to another (fixed) and write the ITK transform.
 
-use crate::cli::{RegisterArgs, TransformChoice};
+use crate::cli::{MetricChoice, RegisterArgs, TransformChoice};
 use crate::data_check;
 use crate::image::{Series, Volume};
 use crate::io::{atomic, nifti, transforms};
-use crate::registration::{self, Interpolation, RegistrationConfig};
+use crate::registration::{self, Interpolation, RegistrationConfig, TransformKind};
 use crate::{Error, Result};
 use nalgebra::Matrix4;
 use std::path::Path;
@@ -105,14 +105,21 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
             }
         }
     };
-    let cfg = match args.transform {
-        TransformChoice::Rigid => RegistrationConfig::rigid(),
-        TransformChoice::Affine => RegistrationConfig::affine(),
+    let kind = match args.transform {
+        TransformChoice::Rigid => TransformKind::Rigid,
+        TransformChoice::Affine => TransformKind::Affine,
         TransformChoice::Eddy => {
             let (pe, _) = super::input::phase_encoding(args.pe_dir, &args.moving)?;
-            RegistrationConfig::eddy(pe.world(&moving.grid).into())
+            TransformKind::Eddy {
+                pe: pe.world(&moving.grid).into(),
+            }
         }
     };
+    let cfg = match args.metric {
+        MetricChoice::Ls => RegistrationConfig::default(),
+        MetricChoice::Mi => RegistrationConfig::mutual_information(),
+    }
+    .with_transform(kind);
     let result =
         pool.install(|| registration::register(&fixed, &moving, mask.as_ref(), &init, &cfg))?;
 
@@ -139,8 +146,12 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
     }
     if !args.quiet {
         super::console::stderr_line(&format!(
-            "registered in {} iterations, correlation {:.6}; transform written to {}",
+            "registered in {} iterations, {} {:.6}; transform written to {}",
             result.iterations,
+            match args.metric {
+                MetricChoice::Ls => "correlation",
+                MetricChoice::Mi => "mutual information (nats)",
+            },
             result.metric,
             args.out.display()
         ));

@@ -1,44 +1,53 @@
-//! Optimiser: Gauss–Newton on the inverse-compositional least-squares metric, one pyramid level.
+//! Optimisers, one pyramid level each: Gauss–Newton for the least-squares metric (which
+//! exposes its normal equations) and BFGS for any [`Metric`] (value and derivative only).
 //!
-//! Each iteration solves the constant normal equations `XᵀX β = Xᵀw` (Cholesky factor computed
+//! Gauss–Newton: each iteration solves the constant normal equations `XᵀX β = Xᵀw` (Cholesky factor computed
 //! once per level), turns `β = (a, b, q)` into the increment `p = q / a` and updates
 //! `T ← T·Δ(p)⁻¹`. A step that lowers the normalised correlation is halved (at most three
 //! times) — a cheap safeguard for large initial misalignment; near the optimum full steps are
 //! always taken. The level stops when an increment moves no point of the mask's bounding box
 //! by more than `tol_mm`.
+//!
+//! BFGS: see [`bfgs`]. Its parameters are scaled by the driver's physical-shift scales (ITK's
+//! `RegistrationParameterScalesFromPhysicalShift`), so a unit step of any parameter moves the
+//! mask by about 1 mm and one scalar step length fits rotations, translations and shears.
 
-use super::metric::{FixedSamples, MovingImage};
-use super::transform::{max_corner_displacement, Increment};
+use super::metric::{LeastSquares, Metric};
+use super::transform::{max_corner_displacement, Increment, TransformKind};
 use crate::{Error, Result};
 use nalgebra::{DMatrix, DVector, Matrix4, Vector3};
 
-/// What one level needs besides the samples.
-pub struct LevelSetup<'a> {
-    pub samples: &'a FixedSamples,
-    pub moving: &'a MovingImage,
-    /// Fixed voxel → world.
-    pub fixed_affine: Matrix4<f64>,
-    /// World → moving voxel.
-    pub moving_inv_affine: Matrix4<f64>,
+/// Stopping rules and geometry shared by the optimisers at one level.
+#[derive(Clone, Debug)]
+pub struct LevelSettings {
+    pub kind: TransformKind,
+    /// Centre of the increments (world, mm).
     pub centre: Vector3<f64>,
     /// World bounding box of the mask (for the convergence test).
     pub lo: Vector3<f64>,
     pub hi: Vector3<f64>,
     pub max_iterations: usize,
+    /// Stop when a step moves no point of the mask's bounding box more than this (mm).
     pub tol_mm: f64,
-    /// Steps moving no mask point more than this (mm) skip the correlation check.
-    pub trust_mm: f64,
 }
 
 pub struct LevelOutcome {
     pub transform: Matrix4<f64>,
     pub iterations: usize,
-    pub correlation: f64,
+    /// The metric's figure of merit at the end: normalised correlation (Gauss–Newton) or
+    /// the cost (BFGS).
+    pub value: f64,
 }
 
-/// Run Gauss–Newton from `t0` (fixed world → moving world) at one level.
-pub fn gauss_newton(s: &LevelSetup, t0: &Matrix4<f64>) -> Result<LevelOutcome> {
-    let samples = s.samples;
+/// Run Gauss–Newton from `t0` (fixed world → moving world) at one level. `trust_mm`: steps
+/// moving no mask point more than this skip the correlation check.
+pub fn gauss_newton(
+    metric: &LeastSquares,
+    s: &LevelSettings,
+    trust_mm: f64,
+    t0: &Matrix4<f64>,
+) -> Result<LevelOutcome> {
+    let samples = &metric.samples;
     let kind = samples.kind;
     let np = kind.n_params();
     let flat = || {
@@ -73,12 +82,7 @@ pub fn gauss_newton(s: &LevelSetup, t0: &Matrix4<f64>) -> Result<LevelOutcome> {
             }
         }
     };
-    let eval = |t: &Matrix4<f64>| {
-        let v = s.moving_inv_affine * t * s.fixed_affine;
-        let e = samples.evaluate(s.moving, &v);
-        let r = samples.correlation(&e);
-        (e, r)
-    };
+    let eval = |t: &Matrix4<f64>| metric.evaluate(t);
     let mut t = *t0;
     let (mut e, mut rho) = eval(&t);
     let mut iterations = 0;
@@ -100,7 +104,7 @@ pub fn gauss_newton(s: &LevelSetup, t0: &Matrix4<f64>) -> Result<LevelOutcome> {
             // Small steps are always taken: near the optimum the correlation of a noisy
             // moving image varies with the sub-voxel interpolation weights, so it would veto
             // the last, accurate Gauss–Newton steps (measured: the fine levels then stall).
-            let small = max_corner_displacement(&delta, &s.lo, &s.hi) < s.trust_mm;
+            let small = max_corner_displacement(&delta, &s.lo, &s.hi) < trust_mm;
             if small || rn >= rho - 1e-10 || !rho.is_finite() {
                 accepted = Some((tn, en, rn, delta));
                 break;
@@ -124,6 +128,109 @@ pub fn gauss_newton(s: &LevelSetup, t0: &Matrix4<f64>) -> Result<LevelOutcome> {
     Ok(LevelOutcome {
         transform: t,
         iterations,
-        correlation: rho,
+        value: rho,
     })
+}
+
+/// BFGS with an Armijo backtracking line search on `metric`'s cost from `t0`, in scaled
+/// parameters `q = p ⊙ scales` (`scales`: mm moved per unit of each increment parameter), so
+/// that `step0` (mm) is a sensible first step for every parameter. The transform is updated
+/// compositionally, `T ← T·Δ(p)`, with increments about the mask centre, so the derivative
+/// is always taken at `p = 0` where the increment's Jacobian is exact. The inverse Hessian
+/// starts as a scaled identity and is reset when a step fails; the level ends when even a
+/// fresh gradient step fails (converged to the metric's noise) or a step moves no point of
+/// the mask's bounding box by more than `tol_mm`.
+pub fn bfgs(
+    metric: &dyn Metric,
+    s: &LevelSettings,
+    scales: &DVector<f64>,
+    step0: f64,
+    t0: &Matrix4<f64>,
+) -> LevelOutcome {
+    let n = scales.len();
+    let id = DMatrix::<f64>::identity(n, n);
+    let eval = |t: &Matrix4<f64>| {
+        let inc = Increment::at(s.kind, s.centre, t);
+        let (f, gp) = metric.value_and_derivative(t, &inc);
+        (f, gp.component_div(scales), inc)
+    };
+    let step = |t: &Matrix4<f64>, inc: &Increment, q: &DVector<f64>| {
+        let p = q.component_div(scales);
+        t * inc.matrix(p.as_slice())
+    };
+    let mut t = *t0;
+    let (mut f, mut g, mut inc) = eval(&t);
+    let gn = g.norm();
+    if gn == 0.0 || !gn.is_finite() {
+        return LevelOutcome {
+            transform: t,
+            iterations: 0,
+            value: f,
+        };
+    }
+    let mut h = &id * (step0 / gn);
+    let mut fresh = true; // h is a scaled identity
+    let mut iterations = 0;
+    while iterations < s.max_iterations {
+        let mut d = -(&h * &g);
+        let mut slope = g.dot(&d);
+        if slope >= 0.0 || !slope.is_finite() {
+            h = &id * (step0 / g.norm().max(1e-300));
+            fresh = true;
+            d = -(&h * &g);
+            slope = g.dot(&d);
+        }
+        // never jump further than a few coarse voxels in one step
+        let dn = d.norm();
+        if dn > 4.0 * step0 {
+            d *= 4.0 * step0 / dn;
+            slope = g.dot(&d);
+        }
+        let mut alpha = 1.0;
+        let mut accepted = None;
+        for _ in 0..10 {
+            let tn = step(&t, &inc, &(&d * alpha));
+            let (fnew, gnew, incn) = eval(&tn);
+            if fnew <= f + 1e-4 * alpha * slope {
+                accepted = Some((tn, fnew, gnew, incn));
+                break;
+            }
+            alpha *= 0.5;
+        }
+        let Some((tn, fnew, gnew, incn)) = accepted else {
+            if fresh {
+                break; // even a short gradient step fails: converged to the metric's noise
+            }
+            h = &id * (step0 / g.norm().max(1e-300));
+            fresh = true;
+            continue;
+        };
+        iterations += 1;
+        let sv = &d * alpha;
+        let y = &gnew - &g;
+        let moved = max_corner_displacement(&step(&Matrix4::identity(), &inc, &sv), &s.lo, &s.hi);
+        t = tn;
+        f = fnew;
+        g = gnew;
+        inc = incn;
+        if moved < s.tol_mm {
+            break;
+        }
+        let sy = sv.dot(&y);
+        if sy > 1e-12 * sv.norm() * y.norm() {
+            if fresh {
+                // Nocedal & Wright (6.20): scale the initial matrix by sᵀy / yᵀy
+                h = &id * (sy / y.dot(&y));
+            }
+            let rho = 1.0 / sy;
+            let a = &id - &sv * y.transpose() * rho;
+            h = &a * &h * a.transpose() + &sv * sv.transpose() * rho;
+            fresh = false;
+        }
+    }
+    LevelOutcome {
+        transform: t,
+        iterations,
+        value: f,
+    }
 }

@@ -96,6 +96,20 @@ pub fn lattice_points(mask: &[bool], dims: [usize; 3], shrink: usize) -> Vec<[us
     pts
 }
 
+/// Three numbers in [-0.5, 0.5) from a sample index (SplitMix64): fixed, thread-independent.
+/// Used for the sampling fraction (which lattice samples are kept) and the MI jitter.
+pub fn hash3(n: u64) -> [f64; 3] {
+    let mut z = n.wrapping_mul(3).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    [0, 1, 2].map(|_| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut x = z;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@
 //! least-squares driver serves all of them: it builds the affine design once per level and
 //! reduces it to the family's parameters with that basis (see [`super::optimize`]).
 
-use nalgebra::{DMatrix, Matrix3, Matrix4, Vector3};
+use nalgebra::{DMatrix, DVector, Matrix3, Matrix4, Vector3};
 
 /// Which family of transforms is searched.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -184,6 +184,28 @@ impl Increment {
             }
         }
         b
+    }
+
+    /// Root-mean-square displacement (mm) of the sample points caused by a unit change of each
+    /// parameter: ITK's `RegistrationParameterScalesFromPhysicalShift`, with the RMS over the
+    /// mask instead of the largest shift at the domain's corners (a corner far from the brain
+    /// would over-weight rotations). `second_moment` is `E[(x − c)(x − c)ᵀ]` over the samples,
+    /// with `c` their mean (this increment's centre): for a column `(A, t)` of the affine basis
+    /// the mean squared shift is `tr(A·Σ·Aᵀ) + |t|²`. Translations get 1; a rotation about an
+    /// axis gets the RMS distance from that axis (≈ 45–50 mm for a brain).
+    pub fn physical_shift_scales(&self, second_moment: &Matrix3<f64>) -> DVector<f64> {
+        let b = self.affine_basis();
+        DVector::from_iterator(
+            self.n_params(),
+            (0..self.n_params()).map(|k| {
+                let a = Matrix3::from_fn(|i, j| b[(3 * i + j, k)]);
+                let t = Vector3::new(b[(9, k)], b[(10, k)], b[(11, k)]);
+                ((a * second_moment * a.transpose()).trace() + t.norm_squared())
+                    .max(0.0)
+                    .sqrt()
+                    .max(1e-6)
+            }),
+        )
     }
 }
 

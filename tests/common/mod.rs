@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test crate uses a subset
 
-use nalgebra::{Matrix4, Vector3};
+use nalgebra::{DVector, Matrix4, Vector3};
 use nifreeze::compare::score;
 use nifreeze::image::Mask;
 use nifreeze::report::read_motion_tsv;
@@ -63,4 +63,30 @@ pub fn bids_sample(dir: &Path, sidecar: &str) -> PathBuf {
     }
     std::fs::write(dir.join("sub-01_dwi.json"), sidecar).unwrap();
     dir.join("sub-01_dwi.nii.gz")
+}
+
+/// A registration metric's derivative at `t` and central differences of its value, both in
+/// parameters scaled so that a unit moves the samples by about 1 mm (`scales`: mm per unit of
+/// each increment parameter), so one relative tolerance fits every parameter.
+/// Returns (analytic, finite differences).
+pub fn scaled_derivatives(
+    metric: &dyn nifreeze::registration::metric::Metric,
+    t: &Matrix4<f64>,
+    inc: &nifreeze::registration::transform::Increment,
+    scales: &DVector<f64>,
+) -> (Vec<f64>, Vec<f64>) {
+    let n = inc.n_params();
+    let (_, d) = metric.value_and_derivative(t, inc);
+    let h = 1e-3; // mm of shift
+    let fd = (0..n)
+        .map(|k| {
+            let mut p = vec![0.0; n];
+            p[k] = h / scales[k];
+            let (vp, _) = metric.value_and_derivative(&(t * inc.matrix(&p)), inc);
+            p[k] = -h / scales[k];
+            let (vm, _) = metric.value_and_derivative(&(t * inc.matrix(&p)), inc);
+            (vp - vm) / (2.0 * h)
+        })
+        .collect();
+    ((0..n).map(|k| d[k] / scales[k]).collect(), fd)
 }

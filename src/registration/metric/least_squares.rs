@@ -1,5 +1,4 @@
-//! Metric: least squares with a fitted intensity scale and offset, in inverse-compositional
-//! form.
+//! Least squares with a fitted intensity scale and offset, in inverse-compositional form.
 //!
 //! The fixed image is a model prediction and the moving image an acquisition of the same
 //! contrast, so we model `M(T·x) ≈ a·F(Δ·x) + b` over fixed sample points `x`. Linearising the
@@ -14,9 +13,10 @@
 //! Sums run over fixed chunks of samples reduced in chunk order, so results are bit-identical
 //! for any number of rayon threads.
 
-use super::interpolate::{trilinear, BSpline};
-use super::transform::TransformKind;
-use nalgebra::{DMatrix, Matrix4, Vector3};
+use super::Metric;
+use crate::registration::interpolate::{trilinear, BSpline};
+use crate::registration::transform::{Increment, TransformKind};
+use nalgebra::{DMatrix, DVector, Matrix4, Vector3};
 use rayon::prelude::*;
 
 /// Samples per chunk of the ordered parallel reduction (fixed: results never depend on it
@@ -220,5 +220,55 @@ impl FixedSamples {
             return 0.0;
         }
         cov / (vf * vw).sqrt()
+    }
+}
+
+/// The least-squares metric of one level: fixed samples, the moving interpolant and the maps
+/// between the grids. What [`super::super::optimize::gauss_newton`] iterates on.
+pub struct LeastSquares {
+    pub samples: FixedSamples,
+    pub moving: MovingImage,
+    /// Fixed voxel → world.
+    pub fixed_affine: Matrix4<f64>,
+    /// World → moving voxel.
+    pub moving_inv_affine: Matrix4<f64>,
+}
+
+impl LeastSquares {
+    /// Sufficient statistics and the normalised correlation at `t` (fixed world → moving
+    /// world).
+    pub fn evaluate(&self, t: &Matrix4<f64>) -> (Evaluation, f64) {
+        let v = self.moving_inv_affine * t * self.fixed_affine;
+        let e = self.samples.evaluate(&self.moving, &v);
+        let r = self.samples.correlation(&e);
+        (e, r)
+    }
+}
+
+impl Metric for LeastSquares {
+    /// Mean squared residual `r = M(T·x) − a·F(x) − b` after the best scale `a` and offset
+    /// `b`, and its derivative. The derivative is the inverse-compositional one: near the
+    /// optimum `M(T·Δ(p)·x) ≈ a·F(Δ(p)·x) + b`, so `∂r/∂p ≈ a·G` with `G` the fixed image's
+    /// stored Jacobian rows. Exact at alignment and free (no moving-image gradient); far from
+    /// it a descent direction, not the exact slope.
+    fn value_and_derivative(&self, t: &Matrix4<f64>, inc: &Increment) -> (f64, DVector<f64>) {
+        let (e, _) = self.evaluate(t);
+        let nm = &self.samples.normal;
+        let (n, sf, sff) = (nm[(1, 1)], nm[(0, 1)], nm[(0, 0)]);
+        let (sw, sfw) = (e.xtw[1], e.xtw[0]);
+        let vf = sff - sf * sf / n;
+        let a = if vf > 0.0 {
+            (sfw - sf * sw / n) / vf
+        } else {
+            0.0
+        };
+        let b = (sw - a * sf) / n;
+        let value =
+            (e.sww - 2.0 * a * sfw - 2.0 * b * sw + a * a * sff + 2.0 * a * b * sf + b * b * n) / n;
+        let w = self.samples.width;
+        let rows: Vec<f64> = (2..w)
+            .map(|k| 2.0 * a * (e.xtw[k] - a * nm[(k, 0)] - b * nm[(k, 1)]) / n)
+            .collect();
+        (value.max(0.0), super::reduce(&rows, inc))
     }
 }

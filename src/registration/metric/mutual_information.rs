@@ -1,0 +1,428 @@
+//! Mattes mutual information (Mattes et al. 2003; ITK's `MattesMutualInformationImageToImageMetricv4`).
+//!
+//! Why: the estimate loop links images of *different contrast* — the b=0 reference (CSF
+//! bright) and diffusion-weighted volumes or their mean (CSF dark) — whose correlation inside
+//! the brain is negative, so least squares fails; mutual information only asks that one
+//! intensity predicts the other.
+//!
+//! A joint histogram of fixed and moving intensities is built with cubic B-spline Parzen
+//! windows in both directions, so the MI is a smooth function of the transform and its
+//! gradient is analytic: `∂MI/∂p = Σ_{f,m} ∂p(f,m)/∂p · ln(p(f,m)/p_m(m))`, where `∂p/∂p`
+//! comes from the window derivative times the moving image gradient (cubic B-spline
+//! interpolant) times the increment's Jacobian. Intensities are mapped to bins on robust
+//! percentiles within the mask, so a few bright outliers (vessels, eyes) do not squash the
+//! brain into a handful of bins.
+//!
+//! Samples (chosen by the driver) are moved by a fixed hash-derived offset inside their lattice
+//! cell ([`MiSettings::jitter`]): samples exactly on the voxel grid bias MI towards
+//! grid-aligned transforms. Measured bias across contrasts on the 4 mm phantom: ≈0.05 mm.
+//! Every sum runs over fixed-size chunks reduced in chunk order, so the result is
+//! bit-identical for any rayon thread count.
+
+use super::Metric;
+use crate::image::Grid;
+use crate::registration::interpolate::BSpline;
+use crate::registration::pyramid::hash3;
+use crate::registration::transform::{Increment, TransformKind};
+use crate::{Error, Result};
+use nalgebra::{DVector, Matrix4, Vector3};
+use rayon::prelude::*;
+
+/// Samples per chunk of the ordered parallel reductions.
+const CHUNK: usize = 4096;
+/// Bins kept free at each end of the histogram so the cubic windows never fall off it.
+const PAD: usize = 2;
+/// Fewest samples for a joint histogram worth optimising.
+pub const MIN_SAMPLES: usize = 1000;
+
+/// Settings of the Mattes metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MiSettings {
+    /// Histogram bins per axis (including the padding bins).
+    pub bins: usize,
+    /// Percentiles (0–100) of the intensities within the mask mapped to the first and last
+    /// usable bins; values outside are clamped.
+    pub percentiles: (f64, f64),
+    /// Move each sample by a fixed pseudo-random offset of up to ±`jitter`/2 lattice steps per
+    /// axis (0: samples on voxel centres). Why: on an exact lattice, the moving image is
+    /// interpolated at the same sub-voxel phase everywhere, and the interpolation's phase-
+    /// dependent smoothing pulls MI towards grid-aligned transforms (measured: 0.2 mm error
+    /// for a 1.5 mm shift at 4 mm voxels); jittered samples see every phase in both images.
+    /// The offsets are a hash of the sample index: deterministic.
+    pub jitter: f64,
+}
+
+impl Default for MiSettings {
+    fn default() -> Self {
+        MiSettings {
+            bins: 96,
+            percentiles: (0.5, 99.5),
+            jitter: 1.0,
+        }
+    }
+}
+
+impl MiSettings {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.bins < 2 * PAD + 4 {
+            return Err(Error::input(format!(
+                "mutual information needs at least {} histogram bins, not {}",
+                2 * PAD + 4,
+                self.bins
+            )));
+        }
+        let (lo, hi) = self.percentiles;
+        if !(0.0..=100.0).contains(&lo) || !(0.0..=100.0).contains(&hi) || lo >= hi {
+            return Err(Error::input(format!(
+                "mutual information: percentiles must satisfy 0 <= low < high <= 100, not {lo}, {hi}"
+            )));
+        }
+        if !(self.jitter.is_finite() && self.jitter >= 0.0) {
+            return Err(Error::input(format!(
+                "mutual information: the jitter must be finite and >= 0, not {}",
+                self.jitter
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Cubic B-spline window weights of bins `i-1..=i+2` at continuous bin `η = i + t`, and their
+/// derivatives with respect to `η`.
+#[inline]
+fn window(eta: f64) -> (usize, [f64; 4], [f64; 4]) {
+    let i = eta as usize; // η ≥ PAD > 0: truncation is floor
+    let t = eta - i as f64;
+    let t2 = t * t;
+    let t3 = t2 * t;
+    let u = 1.0 - t;
+    let w = [
+        u * u * u / 6.0,
+        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+        t3 / 6.0,
+    ];
+    let d = [
+        -0.5 * u * u,
+        (3.0 * t2 - 4.0 * t) / 2.0,
+        (-3.0 * t2 + 2.0 * t + 1.0) / 2.0,
+        0.5 * t2,
+    ];
+    (i - 1, w, d)
+}
+
+/// Linear map of intensities onto continuous bins `[PAD, bins-1-PAD]`.
+#[derive(Clone, Copy, Debug)]
+struct BinMap {
+    lo: f64,
+    scale: f64,
+    top: f64,
+}
+
+impl BinMap {
+    fn new(values: &mut [f64], pct: (f64, f64), bins: usize) -> BinMap {
+        values.sort_by(|a, b| a.total_cmp(b));
+        let q = |p: f64| {
+            let r = (p / 100.0).clamp(0.0, 1.0) * (values.len() - 1) as f64;
+            let i = r.floor() as usize;
+            let j = (i + 1).min(values.len() - 1);
+            values[i] + (r - i as f64) * (values[j] - values[i])
+        };
+        let (lo, mut hi) = (q(pct.0), q(pct.1));
+        if hi <= lo {
+            hi = lo + 1.0;
+        }
+        let span = (bins - 1 - 2 * PAD) as f64;
+        BinMap {
+            lo,
+            scale: span / (hi - lo),
+            top: PAD as f64 + span,
+        }
+    }
+
+    /// Continuous bin of `v` and whether it was clamped (no derivative then).
+    #[inline]
+    fn map(&self, v: f64) -> (f64, bool) {
+        let e = PAD as f64 + (v - self.lo) * self.scale;
+        // a NaN would index outside the histogram
+        if e.is_nan() || e < PAD as f64 {
+            (PAD as f64, true)
+        } else if e > self.top {
+            // stay strictly below the top so the window indices stay inside the histogram
+            (self.top - 1e-9, true)
+        } else {
+            (e, false)
+        }
+    }
+}
+
+/// The Mattes metric of one pyramid level: fixed samples (world positions and fixed bins)
+/// and the moving interpolant.
+pub struct MutualInformation {
+    /// World position of each sample.
+    pos: Vec<Vector3<f64>>,
+    /// Continuous fixed bin of each sample.
+    fbin: Vec<f64>,
+    moving: BSpline,
+    mdims: [usize; 3],
+    /// World → moving voxel.
+    minv: Matrix4<f64>,
+    mmap: BinMap,
+    centre: Vector3<f64>,
+    bins: usize,
+    /// The family whose Jacobian rows are accumulated (see [`TransformKind::row_kind`]).
+    row_kind: TransformKind,
+}
+
+/// Per-sample result of the histogram pass, kept for the gradient pass.
+#[derive(Clone, Copy)]
+struct SampleDeriv {
+    /// Moving bin; NaN when the sample maps outside the moving image.
+    mbin: f64,
+    /// ∂(moving bin)/∂x in fixed world coordinates; zero when the bin was clamped.
+    g: [f64; 3],
+}
+
+impl MutualInformation {
+    /// The metric over the lattice voxels `pts` (fixed voxel indices, every `shrink` voxels)
+    /// of the smoothed images `fdata` (on `fixed`) and `mdata` (on `moving`). `minv` maps
+    /// world to moving voxels; `t` (the current estimate) sets the moving intensity range;
+    /// `centre` is the increments' centre and `kind` the family searched.
+    #[allow(clippy::too_many_arguments)] // one level's inputs, assembled by the driver only
+    pub fn new(
+        fixed: &Grid,
+        fdata: &[f32],
+        pts: &[[usize; 3]],
+        shrink: usize,
+        moving: &Grid,
+        mdata: &[f32],
+        minv: &Matrix4<f64>,
+        t: &Matrix4<f64>,
+        centre: &Vector3<f64>,
+        kind: TransformKind,
+        settings: &MiSettings,
+    ) -> Result<MutualInformation> {
+        let g = fixed;
+        // Sample positions: lattice voxels, each moved by a fixed pseudo-random offset within
+        // its lattice cell when `jitter` is on (the fixed image is then interpolated too).
+        let (vox, mut fv): (Vec<[f64; 3]>, Vec<f64>) = if settings.jitter > 0.0 {
+            let fs = BSpline::new(fdata, g.dims);
+            pts.iter()
+                .enumerate()
+                .map(|(n, p)| {
+                    let u = hash3(n as u64);
+                    let q = [0, 1, 2].map(|a| {
+                        (p[a] as f64 + settings.jitter * shrink as f64 * u[a])
+                            .clamp(0.0, (g.dims[a] - 1) as f64)
+                    });
+                    (q, fs.value(q))
+                })
+                .unzip()
+        } else {
+            pts.iter()
+                .map(|p| {
+                    (
+                        [p[0] as f64, p[1] as f64, p[2] as f64],
+                        fdata[g.index(p[0], p[1], p[2])] as f64,
+                    )
+                })
+                .unzip()
+        };
+        let pos: Vec<Vector3<f64>> = vox.iter().map(|&q| g.world(q)).collect();
+        let fvals = fv.clone();
+        let fmap = BinMap::new(&mut fv, settings.percentiles, settings.bins);
+        let fbin = fvals.iter().map(|&v| fmap.map(v).0).collect();
+        let spline = BSpline::new(mdata, moving.dims);
+        // moving intensities at the current estimate set the moving bin range
+        let v = minv * t;
+        let mut mv: Vec<f64> = pos
+            .iter()
+            .filter_map(|x| {
+                let y = v.transform_point(&(*x).into());
+                inside([y.x, y.y, y.z], moving.dims).then(|| spline.value([y.x, y.y, y.z]))
+            })
+            .collect();
+        if mv.len() < 100 {
+            return Err(Error::input(
+                "mutual-information registration: the fixed mask barely overlaps the moving image; check the initial transform and the images' affines",
+            ));
+        }
+        let mmap = BinMap::new(&mut mv, settings.percentiles, settings.bins);
+        Ok(MutualInformation {
+            pos,
+            fbin,
+            moving: spline,
+            mdims: moving.dims,
+            minv: *minv,
+            mmap,
+            centre: *centre,
+            bins: settings.bins,
+            row_kind: kind.row_kind(),
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.pos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos.is_empty()
+    }
+
+    /// Mutual information (nats) at `t` and its gradient with respect to the row kind's
+    /// increment parameters at `p = 0` (forward composition `T·Δ(p)`).
+    pub fn mutual_information(&self, t: &Matrix4<f64>) -> (f64, Vec<f64>) {
+        let b = self.bins;
+        let v = self.minv * t;
+        // V₃ᵀ maps a moving voxel-index gradient to a gradient in fixed world coordinates
+        let v3t = v.fixed_view::<3, 3>(0, 0).transpose();
+        let mmap = self.mmap;
+        // pass 1: joint histogram (per chunk, reduced in order) and per-sample derivatives
+        let parts: Vec<(Vec<f64>, Vec<SampleDeriv>)> = self
+            .pos
+            .par_chunks(CHUNK)
+            .zip(self.fbin.par_chunks(CHUNK))
+            .map(|(pos, fbin)| {
+                let mut h = vec![0.0; b * b];
+                let mut ds = Vec::with_capacity(pos.len());
+                for (x, &fb) in pos.iter().zip(fbin) {
+                    let y = v.transform_point(&(*x).into());
+                    let y = [y.x, y.y, y.z];
+                    if !inside(y, self.mdims) {
+                        ds.push(SampleDeriv {
+                            mbin: f64::NAN,
+                            g: [0.0; 3],
+                        });
+                        continue;
+                    }
+                    let (val, gv) = self.moving.value_gradient(y);
+                    let (mb, clamped) = mmap.map(val);
+                    let mut g = [0.0; 3];
+                    if !clamped {
+                        let gw = v3t * Vector3::new(gv[0], gv[1], gv[2]) * mmap.scale;
+                        g = [gw.x, gw.y, gw.z];
+                    }
+                    let (fi, fw, _) = window(fb);
+                    let (mi, mw, _) = window(mb);
+                    for a in 0..4 {
+                        let row = &mut h[(fi + a) * b + mi..(fi + a) * b + mi + 4];
+                        for c in 0..4 {
+                            row[c] += fw[a] * mw[c];
+                        }
+                    }
+                    ds.push(SampleDeriv { mbin: mb, g });
+                }
+                (h, ds)
+            })
+            .collect();
+        let np = self.row_kind.n_params();
+        let mut hist = vec![0.0; b * b];
+        for (h, _) in &parts {
+            for (a, v) in hist.iter_mut().zip(h) {
+                *a += v;
+            }
+        }
+        let n: f64 = hist.iter().sum();
+        if n <= 0.0 {
+            return (0.0, vec![0.0; np]);
+        }
+        let mut pf = vec![0.0; b];
+        let mut pm = vec![0.0; b];
+        for f in 0..b {
+            for m in 0..b {
+                let p = hist[f * b + m] / n;
+                pf[f] += p;
+                pm[m] += p;
+            }
+        }
+        let mut mi = 0.0;
+        // ln(p(f,m)/p_m(m)) for the gradient
+        let mut lr = vec![0.0; b * b];
+        for f in 0..b {
+            for m in 0..b {
+                let p = hist[f * b + m] / n;
+                if p > 0.0 {
+                    mi += p * (p / (pf[f] * pm[m])).ln();
+                    lr[f * b + m] = (p / pm[m]).ln();
+                }
+            }
+        }
+        // pass 2: ∂MI/∂p = (1/N) Σ_x [Σ_{f,m} w_f w'_m ln(p/p_m)] ∂η_m/∂p
+        let grads: Vec<[f64; 12]> = parts
+            .par_iter()
+            .enumerate()
+            .map(|(ci, (_, ds))| {
+                let fbin = &self.fbin[ci * CHUNK..];
+                let pos = &self.pos[ci * CHUNK..];
+                let mut g = [0.0; 12];
+                let mut jac = [0.0; 12];
+                for ((s, &fb), x) in ds.iter().zip(fbin).zip(pos) {
+                    if s.mbin.is_nan() || s.g.iter().all(|&v| v == 0.0) {
+                        continue;
+                    }
+                    let (fi, fw, _) = window(fb);
+                    let (mi, _, md) = window(s.mbin);
+                    let mut acc = 0.0;
+                    for a in 0..4 {
+                        let row = &lr[(fi + a) * b + mi..(fi + a) * b + mi + 4];
+                        acc += fw[a]
+                            * (md[0] * row[0] + md[1] * row[1] + md[2] * row[2] + md[3] * row[3]);
+                    }
+                    self.row_kind.jacobian_row(
+                        &Vector3::new(s.g[0], s.g[1], s.g[2]),
+                        &(x - self.centre),
+                        &mut jac,
+                    );
+                    for (gk, jk) in g.iter_mut().zip(&jac[..np]) {
+                        *gk += acc * jk;
+                    }
+                }
+                g
+            })
+            .collect();
+        let mut grad = vec![0.0; np];
+        for g in &grads {
+            for k in 0..np {
+                grad[k] += g[k];
+            }
+        }
+        for v in grad.iter_mut() {
+            *v /= n;
+        }
+        (mi, grad)
+    }
+}
+
+impl Metric for MutualInformation {
+    /// The cost is −MI.
+    fn value_and_derivative(&self, t: &Matrix4<f64>, inc: &Increment) -> (f64, DVector<f64>) {
+        let (mi, g) = self.mutual_information(t);
+        (-mi, -super::reduce(&g, inc))
+    }
+}
+
+#[inline]
+fn inside(p: [f64; 3], dims: [usize; 3]) -> bool {
+    (0..3).all(|a| p[a] >= -0.5 && p[a] <= dims[a] as f64 - 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_is_a_partition_of_unity_with_matching_derivative() {
+        for &eta in &[2.5, 2.3, 5.75, 17.999] {
+            let (_, w, d) = window(eta);
+            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-14);
+            assert!(d.iter().sum::<f64>().abs() < 1e-14);
+            let h = 1e-6;
+            let (_, wp, _) = window(eta + h);
+            let (_, wm, _) = window(eta - h);
+            for k in 0..4 {
+                assert!(((wp[k] - wm[k]) / (2.0 * h) - d[k]).abs() < 1e-6);
+            }
+        }
+    }
+}
