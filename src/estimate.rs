@@ -896,14 +896,7 @@ impl OutlierStage {
         let to_voxel = self.grid.affine.try_inverse()? * t * mask.grid.affine;
         let axis = self.table.slice_axis;
         let dims = mask.grid.dims;
-        // Slice coordinate (acquired space) of a fixed-space point. The band is left out twice:
-        // at the outlier slices and mirrored about the mask's centre along the slice axis. A
-        // residual mismatch of the prediction that is symmetric about the centre (a DTI
-        // prediction looks 1–3 % larger than the anatomy, see benches/README.md) pulls both
-        // ways and cancels; cutting one band out of it leaves a net pull along the slice axis.
-        // Measured on the shared bench with dropouts added (benches/artefacts.py,
-        // bench-dropouts, seeds 11/12): worst dropout volume 0.110 → 0.050 and 0.147 →
-        // 0.099 mm, all of their error a shift along the slice axis and a tilt.
+        // slice coordinate (acquired space) of a fixed-space point
         let coord = |idx: usize| -> f64 {
             let [i, j, k] = [
                 idx % dims[0],
@@ -912,24 +905,15 @@ impl OutlierStage {
             ];
             (to_voxel * nalgebra::Vector4::new(i as f64, j as f64, k as f64, 1.0))[axis]
         };
-        let centre = {
-            let (mut sum, mut n) = (0.0, 0usize);
-            for (idx, _) in m.data.iter().enumerate().filter(|(_, &b)| b) {
-                sum += coord(idx);
-                n += 1;
-            }
-            sum / n.max(1) as f64
-        };
         for (idx, inside) in m.data.iter_mut().enumerate() {
             if !*inside {
                 continue;
             }
             let s = coord(idx);
-            if slices.iter().any(|&sl| {
-                let sl = sl as f64;
-                (s - sl).abs() < EXCLUDE_HALF_WIDTH
-                    || (2.0 * centre - s - sl).abs() < EXCLUDE_HALF_WIDTH
-            }) {
+            if slices
+                .iter()
+                .any(|&sl| (s - sl as f64).abs() < EXCLUDE_HALF_WIDTH)
+            {
                 *inside = false;
             }
         }
@@ -1065,10 +1049,10 @@ mod tests {
         );
     }
 
-    /// The registration mask leaves out the band around an outlier slice and the same band
-    /// mirrored about the mask's centre along the slice axis, nothing else.
+    /// The registration mask leaves out the band around an outlier slice in acquired space,
+    /// nothing else, and follows the volume's transform.
     #[test]
-    fn outlier_band_is_left_out_with_its_mirror() {
+    fn outlier_band_is_left_out_in_acquired_space() {
         let grid = Grid::new([6, 5, 20], Matrix4::identity());
         let mask = Mask {
             grid: grid.clone(),
@@ -1103,19 +1087,17 @@ mod tests {
             .excluded_mask(1, &mask, &Matrix4::identity(), &reg)
             .unwrap();
         assert_eq!(cfg.mask_dilation, 0);
-        // mask slices 2..=17, centre 9.5: band |z − 4| < 1.5 and mirror |19 − z − 4| < 1.5
+        // mask slices 2..=17: band |z − 4| < 1.5
         let kept: Vec<usize> = (0..20).filter(|&z| m.data[z * 30]).collect();
-        let expected: Vec<usize> = (2..18)
-            .filter(|z| ![3, 4, 5, 14, 15, 16].contains(z))
-            .collect();
+        let expected: Vec<usize> = (2..18).filter(|z| ![3, 4, 5].contains(z)).collect();
         assert_eq!(kept, expected);
         // a volume moved by 2 slices along z: the band follows the acquired slices
         let mut t = Matrix4::identity();
         t[(2, 3)] = 2.0;
         let (m, _) = stage.excluded_mask(1, &mask, &t, &reg).unwrap();
         let kept: Vec<usize> = (0..20).filter(|&z| m.data[z * 30]).collect();
-        // acquired s = z + 2; centre 11.5: |s − 4| < 1.5 → z 1..=3; |23 − s − 4| < 1.5 → z 16..=18
-        let expected: Vec<usize> = (2..18).filter(|z| ![2, 3, 16, 17].contains(z)).collect();
+        // acquired s = z + 2: |s − 4| < 1.5 → z 1..=3
+        let expected: Vec<usize> = (2..18).filter(|z| ![2, 3].contains(z)).collect();
         assert_eq!(kept, expected);
     }
 
