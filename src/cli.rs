@@ -291,6 +291,28 @@ pub enum MetricChoice {
 }
 
 /// `--readout-time`: seconds, positive and under one (BIDS `TotalReadoutTime`).
+/// `8G`, `1500M`, `2.5GiB`, `4096` (MiB) → bytes (binary multiples, as Slurm's --mem).
+pub fn parse_memory_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit.trim_end_matches("IB").trim_end_matches('B');
+    let scale: f64 = match unit {
+        "" | "M" => 1024.0 * 1024.0,
+        "K" => 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("'{s}' is not a memory size: use e.g. 8G or 1500M")),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * scale < 1.8e19 => Ok((v * scale) as u64),
+        _ => Err(format!("'{s}' is not a memory size: use e.g. 8G or 1500M")),
+    }
+}
+
 fn parse_readout_time(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(t) if t > 0.0 && t < 1.0 => Ok(t),
@@ -369,6 +391,11 @@ pub struct EstimateArgs {
     /// Replace a complete earlier run in --out.
     #[arg(long)]
     pub force: bool,
+    /// Memory the run may use, e.g. 8G, 1500M (K/M/G/T: KiB…TiB, as Slurm's --mem; a plain
+    /// number is MiB). A run whose estimate exceeds it is refused before any work, with the
+    /// figure. Default: the memory the machine has available.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
+    pub max_memory: Option<u64>,
     /// Seed for --order random (only the log order; hidden with it).
     #[arg(long, value_name = "S", default_value_t = 20250101, hide = true)]
     pub seed: u64,

@@ -16,20 +16,21 @@
 //! of threads (bit for bit). The order only decides which volume is reported first.
 
 use crate::drift::Drift;
-use crate::image::{Mask, Series, Volume};
+use crate::image::{Grid, Mask, MaskedSeries, Series, Volume};
 use crate::io::gradients::{check_usable, shells, GradientTable, Shell};
 use crate::mask::dilate;
 use crate::model::{requirements, EngineOptions, FitMethod, LovoEngine, ModelKind};
 use crate::outliers::{detect, slice_sums, OutlierConfig, OutlierTable, SliceSums};
 use crate::registration::eddy::{second_level_field, split_constant, EddyModel, EddyParams};
+use crate::registration::interpolate::BSpline;
 use crate::registration::{
     prepare, register, resample, Interpolation, RegistrationConfig, TransformKind,
 };
 use crate::report::rotate_bvecs;
+use crate::timing::Timeline;
 use crate::{stats, Error, Result};
 use nalgebra::Matrix4;
 use rayon::prelude::*;
-use std::time::Instant;
 
 /// Fraction of the mask's voxels sampled by the bootstrap's mutual information. Measured on
 /// the shared bench phantom (`-j 2`, final error after one DTI / two DKI passes, median mm):
@@ -149,8 +150,6 @@ pub struct MotionEstimate {
     pub diagnostics: Vec<VolumeDiagnostics>,
     /// The b=0 reference (median of the realigned b=0 volumes) that defines the frame.
     pub reference: Volume,
-    /// Wall-clock seconds per stage, in execution order.
-    pub stage_seconds: Vec<(String, f64)>,
     /// With the eddy-current model: its axis and centre, and each volume's parameters
     /// (`model.compose(&params[k]) == transforms[k]` up to rounding).
     pub eddy: Option<(EddyModel, Vec<EddyParams>)>,
@@ -262,15 +261,61 @@ pub fn median_volume(series: &Series, indices: &[usize]) -> Volume {
 pub fn realign(series: &Series, transforms: &[Matrix4<f64>], interp: Interpolation) -> Series {
     let vols: Vec<Vec<f32>> = (0..series.n_volumes)
         .into_par_iter()
+        .map(|k| realign_volume(series, k, &transforms[k], interp))
+        .collect();
+    Series::from_volumes(series.grid.clone(), &vols)
+}
+
+/// Volume `k` of [`realign`] alone (the same numbers), for callers that stream the volumes.
+pub fn realign_volume(
+    series: &Series,
+    k: usize,
+    transform: &Matrix4<f64>,
+    interp: Interpolation,
+) -> Vec<f32> {
+    if *transform == Matrix4::identity() {
+        series.volume(k).to_vec()
+    } else {
+        resample(&series.to_volume(k), &series.grid, transform, interp).data
+    }
+}
+
+/// [`realign`] at `voxels` only (ascending grid indices): the same numbers there, computed
+/// the same way, for the model fits, which read nothing else.
+pub fn realign_at(series: &Series, transforms: &[Matrix4<f64>], voxels: &[usize]) -> MaskedSeries {
+    let vols: Vec<Vec<f32>> = (0..series.n_volumes)
+        .into_par_iter()
         .map(|k| {
             if transforms[k] == Matrix4::identity() {
-                series.volume(k).to_vec()
+                voxels.iter().map(|&l| series.volume(k)[l]).collect()
             } else {
-                resample(&series.to_volume(k), &series.grid, &transforms[k], interp).data
+                resample_at(series.volume(k), &series.grid, &transforms[k], voxels)
             }
         })
         .collect();
-    Series::from_volumes(series.grid.clone(), &vols)
+    MaskedSeries::from_volumes(series.grid.clone(), voxels.to_vec(), &vols)
+}
+
+/// `volume(T·x)` at the centres `x` of `voxels` (cubic B-spline): [`resample`]'s arithmetic
+/// (the same voxel-to-voxel matrix, the same spline), evaluated at those voxels only.
+fn resample_at(volume: &[f32], grid: &Grid, t: &Matrix4<f64>, voxels: &[usize]) -> Vec<f32> {
+    let inv = grid
+        .affine
+        .try_inverse()
+        .expect("series affine is invertible (checked on reading)");
+    let v = inv * t * grid.affine;
+    let spline = BSpline::new(volume, grid.dims);
+    let mut out = vec![0f32; voxels.len()];
+    out.par_chunks_mut(4096)
+        .zip(voxels.par_chunks(4096))
+        .for_each(|(o, ls)| {
+            for (o, &l) in o.iter_mut().zip(ls) {
+                let [i, j, k] = grid.ijk(l);
+                let p = v * nalgebra::Vector4::new(i as f64, j as f64, k as f64, 1.0);
+                *o = spline.value([p.x, p.y, p.z]) as f32;
+            }
+        });
+    out
 }
 
 /// Replace implausible predicted values before registering to them.
@@ -280,32 +325,31 @@ pub fn realign(series: &Series, transforms: &[Matrix4<f64>], interp: Interpolati
 /// implausible when it is not finite, negative, or above everything that voxel ever measured
 /// (the maximum over all volumes, b=0 included). It is replaced by the median of that voxel's
 /// other measurements in the held-out volume's shell — what a model-free predictor would say.
-/// `ceiling` is [`voxel_maxima`] of `data`. Returns the number of voxels replaced.
+/// `pred` is at `data`'s voxels; `ceiling` is [`voxel_maxima`] of `data`. Returns the number of
+/// voxels replaced.
 pub fn sanitize_prediction(
     pred: &mut [f32],
-    data: &Series,
+    data: &MaskedSeries,
     ceiling: &[f32],
-    voxels: &[usize],
     shell_mates: &[usize],
 ) -> usize {
     let mut replaced = 0;
     let mut buf = Vec::with_capacity(shell_mates.len());
-    for &v in voxels {
-        let p = pred[v];
-        if p.is_finite() && p >= 0.0 && p <= ceiling[v] {
+    for (i, p) in pred.iter_mut().enumerate() {
+        if p.is_finite() && *p >= 0.0 && *p <= ceiling[i] {
             continue;
         }
         buf.clear();
-        buf.extend(shell_mates.iter().map(|&k| data.volume(k)[v] as f64));
-        pred[v] = stats::median(&mut buf).max(0.0) as f32;
+        buf.extend(shell_mates.iter().map(|&k| data.volume(k)[i] as f64));
+        *p = stats::median(&mut buf).max(0.0) as f32;
         replaced += 1;
     }
     replaced
 }
 
-/// The largest value each voxel takes over all volumes of `data`.
-pub fn voxel_maxima(data: &Series) -> Vec<f32> {
-    let mut hi = vec![f32::MIN; data.grid.len()];
+/// The largest value each held voxel takes over all volumes of `data`.
+pub fn voxel_maxima(data: &MaskedSeries) -> Vec<f32> {
+    let mut hi = vec![f32::MIN; data.voxels().len()];
     for k in 0..data.n_volumes {
         hi.par_chunks_mut(8192)
             .zip(data.volume(k).par_chunks(8192))
@@ -314,6 +358,16 @@ pub fn voxel_maxima(data: &Series) -> Vec<f32> {
             });
     }
     hi
+}
+
+/// A prediction held at the fitted voxels only, back on the whole grid (0 elsewhere, as the
+/// model predicts there).
+fn expand(grid: &Grid, voxels: &[usize], values: &[f32]) -> Volume {
+    let mut out = vec![0f32; grid.len()];
+    for (&l, &v) in voxels.iter().zip(values) {
+        out[l] = v;
+    }
+    Volume::new(grid.clone(), out)
 }
 
 /// Register each b=0 volume to the b=0 median twice (the second time to the median of the
@@ -389,17 +443,22 @@ fn link_shells(
         done: 0,
         total,
     });
+    // Each mean is summed in volume order from a few realigned volumes at a time (never a
+    // realigned copy of the shell: half the series on a two-shell protocol).
+    let batch = 2 * rayon::current_num_threads().max(1);
     let means: Vec<Volume> = shell_list
-        .par_iter()
+        .iter()
         .map(|sh| {
-            let aligned = realign_subset(series, &sh.indices, transforms);
             let mut acc = vec![0f64; series.grid.len()];
-            for k in 0..aligned.n_volumes {
-                acc.iter_mut()
-                    .zip(aligned.volume(k))
-                    .for_each(|(a, &v)| *a += v as f64);
+            for ks in sh.indices.chunks(batch) {
+                let aligned = realign_subset(series, ks, transforms);
+                for k in 0..aligned.n_volumes {
+                    acc.iter_mut()
+                        .zip(aligned.volume(k))
+                        .for_each(|(a, &v)| *a += v as f64);
+                }
             }
-            let n = aligned.n_volumes as f64;
+            let n = sh.indices.len() as f64;
             Volume::new(
                 series.grid.clone(),
                 acc.iter().map(|&a| (a / n) as f32).collect(),
@@ -441,14 +500,16 @@ fn realign_subset(series: &Series, idx: &[usize], transforms: &[Matrix4<f64>]) -
     Series::from_volumes(series.grid.clone(), &vols)
 }
 
-/// Run the whole estimation. `mask` is the brain mask; `progress` is called from worker threads.
-/// `cfg` must have passed [`EstimateConfig::check_gradients`] for `table`.
+/// Run the whole estimation. `mask` is the brain mask; `progress` is called from worker threads;
+/// every stage's wall time goes to `timeline`. `cfg` must have passed
+/// [`EstimateConfig::check_gradients`] for `table`.
 pub fn estimate(
     series: &Series,
     table: &GradientTable,
     mask: &Mask,
     cfg: &EstimateConfig,
     progress: &(dyn Fn(&Progress) + Sync),
+    timeline: &Timeline,
 ) -> Result<MotionEstimate> {
     let n = series.n_volumes;
     if table.len() != n {
@@ -459,7 +520,6 @@ pub fn estimate(
     }
     let b0 = table.b0_indices(cfg.b0_threshold);
     let dw = table.dw_indices(cfg.b0_threshold);
-    let mut stage_seconds = Vec::new();
     let mut transforms = vec![Matrix4::identity(); n];
     let mut diagnostics = vec![VolumeDiagnostics::default(); n];
 
@@ -475,7 +535,7 @@ pub fn estimate(
         },
         None => cfg.registration.clone(),
     };
-    let t0 = Instant::now();
+    let t0 = timeline.mark();
     let reference = if b0.is_empty() {
         median_volume(series, &dw)
     } else {
@@ -488,8 +548,10 @@ pub fn estimate(
             progress,
         )?
     };
-    stage_seconds.push(("b0 alignment".to_string(), t0.elapsed().as_secs_f64()));
-    let drift = drift_stage(series, &b0, &transforms, mask);
+    timeline.record("b0 alignment", t0);
+    let drift = timeline.time("signal drift", || {
+        drift_stage(series, &b0, &transforms, mask)
+    });
     // With --drift-correct every later stage sees the drift-corrected series.
     let base: std::borrow::Cow<Series> = match (&drift, cfg.drift_correct) {
         (Some(d), true) => std::borrow::Cow::Owned(drift_corrected(series, d)),
@@ -514,7 +576,7 @@ pub fn estimate(
     // reference afterwards as FSL eddy does, left direction-dependent errors of 0.05–0.13 mm
     // that the model passes could not remove.)
     if !b0.is_empty() {
-        let t = Instant::now();
+        let t = timeline.mark();
         let bootstrap_mi = bootstrap_registration();
         // every volume has the same target: its samples are prepared once
         let target = prepare(&reference, Some(mask), &bootstrap_mi)?;
@@ -535,10 +597,7 @@ pub fn estimate(
         for (&h, r) in order.iter().zip(results) {
             transforms[h] = r?;
         }
-        stage_seconds.push((
-            "bootstrap (mutual information to b=0)".to_string(),
-            t.elapsed().as_secs_f64(),
-        ));
+        timeline.record("bootstrap (mutual information to b=0)", t);
     }
 
     // The series with outlier slices replaced by their prediction (eddy's --repol), once some
@@ -546,17 +605,22 @@ pub fn estimate(
     let mut working: std::borrow::Cow<Series> = std::borrow::Cow::Borrowed(base);
     let mut outliers: Option<OutlierStage> = None;
     for pass in 1..=cfg.passes {
-        let t_pass = Instant::now();
+        let stage = format!("pass {pass}/{}", cfg.passes);
+        let step = |what: &str| format!("{stage}: {what}");
         // Snapshot the model sees: original data realigned once with current estimates
         // (outlier slices replaced by their prediction once found). Every prediction is made
         // first (they depend only on the snapshot), so that outlier slices can be judged
         // against the whole shell before any volume is registered.
-        let predict_all = |src: &Series| -> Result<Vec<Option<(Volume, usize)>>> {
+        // Predictions are held at the fitted voxels only (the model predicts nothing elsewhere).
+        let predict_all = |src: &Series| -> Result<HeldPredictions> {
             let Target::Model(kind) = cfg.target else {
                 return Ok(vec![None; order.len()]);
             };
-            let data = realign(src, &transforms, Interpolation::CubicBSpline);
+            let t = timeline.mark();
+            let data = realign_at(src, &transforms, &fit_voxels);
             let ceiling = voxel_maxima(&data);
+            timeline.record(&step("snapshot (realign)"), t);
+            let t = timeline.mark();
             // gradients follow the head, not the eddy-current field (as FSL eddy rotates them)
             let gradients = rotate_bvecs(table, &head_motion_of(&transforms, eddy_model.as_ref()));
             // Both models get S0 as one b=0 sample: nifreeze does so for DKI only, but for DTI
@@ -566,7 +630,7 @@ pub fn estimate(
                 ignore_b0: cfg.ignore_b0,
                 s0_sample: true,
             };
-            let e = LovoEngine::with_options(
+            let e = LovoEngine::from_masked(
                 &data,
                 &gradients,
                 &fit_mask,
@@ -575,26 +639,43 @@ pub fn estimate(
                 cfg.b0_threshold,
                 options,
             )?;
-            order
+            let predictions = order
                 .par_iter()
                 .map(|&h| {
-                    let mut p = e.predict(h)?;
+                    let full = e.predict(h)?;
+                    let mut p: Vec<f32> = fit_voxels.iter().map(|&l| full.data[l]).collect();
+                    drop(full);
                     let mates: Vec<usize> = shell_list
                         .iter()
                         .find(|s| s.indices.contains(&h))
                         .map(|s| s.indices.iter().copied().filter(|&k| k != h).collect())
                         .unwrap_or_default();
-                    let r = sanitize_prediction(&mut p.data, &data, &ceiling, &fit_voxels, &mates);
+                    let r = sanitize_prediction(&mut p, &data, &ceiling, &mates);
                     Ok(Some((p, r)))
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>();
+            timeline.record(&step("model fit + predict"), t);
+            predictions
         };
-        let stage = format!("pass {pass}/{}", cfg.passes);
         let mut predictions = predict_all(&working)?;
         if let (Some(ocfg), Target::Model(_)) = (&cfg.outliers, cfg.target) {
-            let t = Instant::now();
-            let detect_with = |p: &[Option<(Volume, usize)>]| {
-                outlier_stage(base, table, &shell_list, &order, p, &transforms, mask, ocfg)
+            let detect_with = |p: &[Option<(Vec<f32>, usize)>]| {
+                timeline.time(&step("outlier detection"), || {
+                    let p = Predictions {
+                        values: p,
+                        voxels: &fit_voxels,
+                    };
+                    outlier_stage(
+                        base,
+                        table,
+                        &shell_list,
+                        &order,
+                        &p,
+                        &transforms,
+                        mask,
+                        ocfg,
+                    )
+                })
             };
             let mut found = detect_with(&predictions);
             if !found.table.rows.is_empty() {
@@ -607,11 +688,8 @@ pub fn estimate(
             }
             working = found.cleaned(base);
             outliers = Some(found);
-            stage_seconds.push((
-                format!("outlier detection {pass}/{}", cfg.passes),
-                t.elapsed().as_secs_f64(),
-            ));
         }
+        let t_reg = timeline.mark();
         // Without a model the target has b=0 contrast: mutual information, searching the
         // family asked for (it used to be rigid whatever --transform said).
         let b0_model_registration =
@@ -621,8 +699,12 @@ pub fn estimate(
             .par_iter()
             .zip(predictions.par_iter())
             .map(|(&h, pred)| {
+                let expanded;
                 let (target, replaced) = match pred {
-                    Some((p, r)) => (p, *r),
+                    Some((p, r)) => {
+                        expanded = expand(&base.grid, &fit_voxels, p);
+                        (&expanded, *r)
+                    }
                     None => (&reference, 0),
                 };
                 // Outlier slices weigh nothing: the moving volume carries the prediction there
@@ -684,10 +766,10 @@ pub fn estimate(
             let groups: Vec<Vec<usize>> = shell_list.iter().map(|s| s.indices.clone()).collect();
             second_level_field(m, &mut transforms, &groups, &table.bvecs);
         }
-        stage_seconds.push((stage, t_pass.elapsed().as_secs_f64()));
+        timeline.record(&step("registration"), t_reg);
     }
     if matches!(cfg.target, Target::Model(_)) && !b0.is_empty() {
-        let t = Instant::now();
+        let t = timeline.mark();
         link_shells(
             &working,
             &shell_list,
@@ -696,7 +778,7 @@ pub fn estimate(
             mask,
             progress,
         )?;
-        stage_seconds.push(("shell-to-b0 link".to_string(), t.elapsed().as_secs_f64()));
+        timeline.record("shell-to-b0 link", t);
     }
     // Products of registrations can leave the affine's bottom row 1 ulp off (m33 =
     // 1.000000000000001); it is 0 0 0 1 by definition, and motion.tsv and X5 print it.
@@ -721,7 +803,6 @@ pub fn estimate(
         transforms,
         diagnostics,
         reference,
-        stage_seconds,
         eddy,
         outliers,
         drift,
@@ -852,6 +933,17 @@ impl OutlierStage {
     }
 }
 
+/// Each volume's prediction at the fitted voxels and the count of values replaced (None: no
+/// model), in processing order.
+type HeldPredictions = Vec<Option<(Vec<f32>, usize)>>;
+
+/// The predictions of one pass, in processing order, each held at `voxels` only (with the
+/// number of values [`sanitize_prediction`] replaced); None where there is no model.
+struct Predictions<'a> {
+    values: &'a [Option<(Vec<f32>, usize)>],
+    voxels: &'a [usize],
+}
+
 /// Outlier detection for one pass: each diffusion-weighted volume's prediction (reference
 /// frame) is brought into the volume's acquired space with the current estimate, and slice
 /// means of the original data are compared with it over the brain mask (mapped the same way);
@@ -862,7 +954,7 @@ fn outlier_stage(
     table: &GradientTable,
     shell_list: &[Shell],
     order: &[usize],
-    predictions: &[Option<(Volume, usize)>],
+    predictions: &Predictions,
     transforms: &[Matrix4<f64>],
     mask: &Mask,
     cfg: &OutlierConfig,
@@ -872,19 +964,42 @@ fn outlier_stage(
         grid.clone(),
         mask.data.iter().map(|&b| f32::from(u8::from(b))).collect(),
     );
-    let per: Vec<(usize, SliceSums, Vec<f32>)> = order
+    // The prediction of volume h brought into its acquired space: T⁻¹z is the reference
+    // point that acquired point z shows.
+    let acquired = |h: usize, i: usize| -> Option<Vec<f32>> {
+        let (pred, _) = predictions.values[i].as_ref()?;
+        let inv = transforms[h].try_inverse()?;
+        let pred = expand(grid, predictions.voxels, pred);
+        Some(resample(&pred, grid, &inv, Interpolation::CubicBSpline).data)
+    };
+    // The same, at the voxels of `m_acq` only (0 elsewhere): all that the slice sums read.
+    let acquired_in = |h: usize, i: usize, m_acq: &[bool]| -> Option<Vec<f32>> {
+        let (pred, _) = predictions.values[i].as_ref()?;
+        let inv = transforms[h].try_inverse()?;
+        let pred = expand(grid, predictions.voxels, pred);
+        let voxels: Vec<usize> = (0..grid.len()).filter(|&l| m_acq[l]).collect();
+        let mut out = vec![0f32; grid.len()];
+        for (&l, v) in voxels
+            .iter()
+            .zip(resample_at(&pred.data, grid, &inv, &voxels))
+        {
+            out[l] = v;
+        }
+        Some(out)
+    };
+    // Slice sums of every volume first; the (whole-volume) predictions in acquired space are
+    // not kept, but made again for the few volumes found to have outlier slices.
+    let per: Vec<(usize, SliceSums)> = order
         .par_iter()
-        .zip(predictions.par_iter())
-        .filter_map(|(&h, p)| {
-            let (pred, _) = p.as_ref()?;
+        .enumerate()
+        .filter_map(|(i, &h)| {
             let inv = transforms[h].try_inverse()?;
-            // acquired(z) is the reference point T⁻¹z: pull the prediction and the mask there
-            let pred_acq = resample(pred, grid, &inv, Interpolation::CubicBSpline).data;
             let m_acq: Vec<bool> = resample(&mask_f, grid, &inv, Interpolation::Linear)
                 .data
                 .iter()
                 .map(|&v| v >= 0.5)
                 .collect();
+            let pred_acq = acquired_in(h, i, &m_acq)?;
             let sums = slice_sums(
                 series.volume(h),
                 &pred_acq,
@@ -892,19 +1007,20 @@ fn outlier_stage(
                 grid.dims,
                 cfg.slice_axis,
             );
-            Some((h, sums, pred_acq))
+            Some((h, sums))
         })
         .collect();
     let mut sums: Vec<Option<SliceSums>> = vec![None; series.n_volumes];
-    for (h, s, _) in &per {
-        sums[*h] = Some(s.clone());
+    for (h, s) in per {
+        sums[h] = Some(s);
     }
     let shells: Vec<Vec<usize>> = shell_list.iter().map(|s| s.indices.clone()).collect();
     let found = detect(&sums, &shells, &table.bvals, cfg);
-    let replacements = per
-        .into_iter()
-        .filter(|(h, _, _)| found.rows.iter().any(|r| r.volume == *h))
-        .map(|(h, _, p)| (h, p))
+    let replacements = order
+        .par_iter()
+        .enumerate()
+        .filter(|(_, &h)| found.rows.iter().any(|r| r.volume == h))
+        .filter_map(|(i, &h)| Some((h, acquired(h, i)?)))
         .collect();
     OutlierStage {
         table: found,
@@ -954,11 +1070,62 @@ mod tests {
                 vec![54.0, 48.0, 42.0, 36.0],
             ],
         );
-        let ceiling = voxel_maxima(&data);
-        assert_eq!(ceiling, vec![100.0; 4]);
-        let mut pred = vec![f32::INFINITY, -3.0, 1e12, 60.0];
-        let n = sanitize_prediction(&mut pred, &data, &ceiling, &[0, 1, 2, 3], &[2, 3]);
+        // held at three of the four voxels (the model fits only part of the grid)
+        let vols: Vec<Vec<f32>> = (0..data.n_volumes)
+            .map(|k| [0, 1, 3].iter().map(|&l| data.volume(k)[l]).collect())
+            .collect();
+        let held = MaskedSeries::from_volumes(data.grid.clone(), vec![0, 1, 3], &vols);
+        assert_eq!((held.get(1, 3), held.get(1, 2)), (20.0, 0.0));
+        let ceiling = voxel_maxima(&held);
+        assert_eq!(ceiling, vec![100.0; 3]);
+        let mut pred = vec![f32::INFINITY, -3.0, 1e12];
+        let n = sanitize_prediction(&mut pred, &held, &ceiling, &[2, 3]);
         assert_eq!(n, 3);
-        assert_eq!(pred, vec![53.0, 46.0, 39.0, 60.0]);
+        assert_eq!(pred, vec![53.0, 46.0, 32.0]);
+        let mut fine = vec![60.0, 0.0, 100.0];
+        assert_eq!(sanitize_prediction(&mut fine, &held, &ceiling, &[2, 3]), 0);
+    }
+
+    #[test]
+    fn realigning_at_some_voxels_gives_the_whole_grid_numbers_there() {
+        // a smooth volume with some texture, moved by a small rigid transform
+        let grid = Grid::new(
+            [9, 8, 7],
+            Matrix4::new(
+                2.0, 0.0, 0.0, -8.0, 0.0, 2.5, 0.0, -9.0, 0.0, 0.0, 3.0, -9.0, 0.0, 0.0, 0.0, 1.0,
+            ),
+        );
+        let n = grid.len();
+        let vol = |s: f32| -> Vec<f32> {
+            (0..n)
+                .map(|l| {
+                    let [i, j, k] = grid.ijk(l);
+                    s * (i as f32 * 0.7).sin() + (j * k) as f32 * 0.3 + (l % 5) as f32
+                })
+                .collect()
+        };
+        let series = Series::from_volumes(grid.clone(), &[vol(1.0), vol(-2.0)]);
+        let mut r = nalgebra::Rotation3::from_euler_angles(0.05, -0.03, 0.04).to_homogeneous();
+        r[(0, 3)] = 0.6;
+        r[(1, 3)] = -0.4;
+        r[(2, 3)] = 0.3;
+        let ts = [Matrix4::identity(), r];
+        let full = realign(&series, &ts, Interpolation::CubicBSpline);
+        let voxels: Vec<usize> = (0..n).filter(|l| l % 3 != 1).collect();
+        let part = realign_at(&series, &ts, &voxels);
+        for k in 0..2 {
+            for (i, &l) in voxels.iter().enumerate() {
+                assert_eq!(
+                    part.volume(k)[i].to_bits(),
+                    full.volume(k)[l].to_bits(),
+                    "volume {k}, voxel {l}"
+                );
+            }
+        }
+        assert_ne!(
+            full.volume(1),
+            series.volume(1),
+            "the transform moved the volume"
+        );
     }
 }

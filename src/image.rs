@@ -99,6 +99,67 @@ impl Volume {
     }
 }
 
+/// A series known only at some voxels: volume-major, `voxels.len()` values per volume.
+///
+/// Why: the model fits read a series only inside the (dilated) brain mask, a third of the grid
+/// or less; holding the realigned snapshot they fit at those voxels only saves most of a
+/// whole float32 copy of the series, and the time to resample the rest.
+#[derive(Clone, Debug)]
+pub struct MaskedSeries {
+    pub grid: Grid,
+    pub n_volumes: usize,
+    /// Linear grid indices, ascending.
+    voxels: Vec<usize>,
+    /// Position of each grid voxel in `voxels` (`u32::MAX`: not held).
+    position: Vec<u32>,
+    data: Vec<f32>,
+}
+
+impl MaskedSeries {
+    /// `volumes[k][i]` is volume k at grid voxel `voxels[i]` (ascending, distinct, in the grid).
+    pub fn from_volumes(grid: Grid, voxels: Vec<usize>, volumes: &[Vec<f32>]) -> Self {
+        assert!(voxels.windows(2).all(|w| w[0] < w[1]), "voxels must ascend");
+        assert!(voxels.last().is_none_or(|&l| l < grid.len()));
+        assert!(voxels.len() < u32::MAX as usize);
+        let mut position = vec![u32::MAX; grid.len()];
+        for (i, &l) in voxels.iter().enumerate() {
+            position[l] = i as u32;
+        }
+        let mut data = Vec::with_capacity(voxels.len() * volumes.len());
+        for v in volumes {
+            assert_eq!(v.len(), voxels.len());
+            data.extend_from_slice(v);
+        }
+        MaskedSeries {
+            grid,
+            n_volumes: volumes.len(),
+            voxels,
+            position,
+            data,
+        }
+    }
+
+    /// The grid voxels held, ascending.
+    pub fn voxels(&self) -> &[usize] {
+        &self.voxels
+    }
+
+    /// Volume `k` at the held voxels (in [`MaskedSeries::voxels`] order).
+    pub fn volume(&self, k: usize) -> &[f32] {
+        let n = self.voxels.len();
+        &self.data[k * n..(k + 1) * n]
+    }
+
+    /// Volume `k` at grid voxel `l`; 0 where the voxel is not held.
+    #[inline]
+    pub fn get(&self, k: usize, l: usize) -> f32 {
+        match self.position[l] {
+            u32::MAX => 0.0,
+            i => self.data[k * self.voxels.len() + i as usize],
+        }
+    }
+}
+
 /// A 4-D series of volumes on one grid, volume-major (each volume contiguous).
 #[derive(Clone, Debug)]
 pub struct Series {

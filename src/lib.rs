@@ -22,5 +22,6 @@ pub mod registration;
 pub mod report;
 pub mod simulate;
 pub mod stats;
+pub mod timing;
 
 pub use error::{Error, Result};

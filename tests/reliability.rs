@@ -290,6 +290,36 @@ fn a_memory_limit_is_refused_up_front() {
     assert!(!out.join("motion.tsv").exists());
 }
 
+/// `--max-memory` below the run's estimate is refused before any work, with both figures
+/// (exit 1: the input is fine); a size that does not parse is a usage error (exit 2).
+#[test]
+fn max_memory_below_the_estimate_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let run = |size: &str| {
+        output(Command::new(BIN).args([
+            "estimate",
+            &sample("dwi.nii.gz"),
+            "--max-memory",
+            size,
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    let (code, _, err) = run("20M");
+    assert_eq!(code, 1, "{err}");
+    // the sample is 12 MB as float32: its estimate is well above 20 MiB (about 125 MB)
+    one_error_line(&err, &["not enough memory", "--max-memory allows 21 MB"]);
+    assert!(!out.join("motion.tsv").exists());
+    let (code, _, err) = run("lots");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a memory size"), "{err}");
+    assert_eq!(nifreeze::cli::parse_memory_size("1.5G"), Ok(1_610_612_736));
+    assert_eq!(nifreeze::cli::parse_memory_size("4096"), Ok(4_294_967_296));
+    assert_eq!(nifreeze::cli::parse_memory_size("512KiB"), Ok(524_288));
+    assert!(nifreeze::cli::parse_memory_size("-1G").is_err());
+}
+
 /// A small file whose header claims terabytes is bad input (exit 2, "truncated" / "header"),
 /// not a lack of memory (exit 1): uncompressed by its length, gzip by deflate's ~1032:1 bound,
 /// both found from the header alone, before the memory estimate.

@@ -4,9 +4,10 @@ use super::input::{load_dwi, phase_encoding};
 use super::progress::Reporter;
 use crate::cli::{EstimateArgs, TransformChoice};
 use crate::estimate::{
-    drift_corrected, estimate, median_volume, realign, EstimateConfig, MotionEstimate, Progress,
+    drift_corrected, estimate, median_volume, realign_volume, EstimateConfig, MotionEstimate,
+    Progress,
 };
-use crate::image::{Mask, Series};
+use crate::image::Mask;
 use crate::io::eddy_files::SliceOutliers;
 use crate::io::gradients;
 use crate::io::output::{OutputFolder, SUMMARY};
@@ -14,6 +15,7 @@ use crate::io::{nifti, transforms};
 use crate::outliers::{OutlierConfig, OutlierTable};
 use crate::registration::{Interpolation, RegistrationConfig};
 use crate::report;
+use crate::timing::{StageRecord, Timeline};
 use crate::{Error, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -23,7 +25,8 @@ use std::time::Instant;
 pub fn run(args: &EstimateArgs) -> Result<()> {
     let started = Instant::now();
     let reporter = Reporter::new(args.quiet);
-    let mut stage_seconds: Vec<(String, f64)> = Vec::new();
+    let probe = super::resources::usage;
+    let timeline = Timeline::with_probe(&probe);
 
     // Arguments are validated once, into the configuration; then every path clash, the lock
     // and an earlier complete run are settled; all before any work.
@@ -43,14 +46,13 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         _ => None,
     };
 
-    let t = Instant::now();
-    // the series, its realigned copy and the corrected series (README, Memory)
-    let copies = if args.no_resample { 2 } else { 3 };
+    let t = timeline.mark();
     let dwi = load_dwi(
         &args.dwi,
         &args.gradients,
-        copies,
+        super::resources::ESTIMATE_SERIES_COPIES,
         pool.current_num_threads(),
+        args.max_memory,
     )?;
     let thr = args.gradients.b0_threshold;
     let table = &dwi.gradients.table;
@@ -113,7 +115,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
             mask.count()
         )));
     }
-    stage_seconds.push(("load".into(), t.elapsed().as_secs_f64()));
+    timeline.record("load + brain mask", t);
     // Outlier slices follow the acquisition's slice axis (BIDS sidecar, else the third voxel
     // axis); how much brain a slice needs to be judged depends on the in-plane voxel size.
     let slice_axis = crate::io::bids::slice_encoding_axis(&args.dwi).unwrap_or(2);
@@ -128,8 +130,8 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         cfg.registration = RegistrationConfig::eddy(p.world(&dwi.series.grid).into());
     }
     let progress = |p: &Progress| reporter.update(p.stage, p.done, p.total);
-    let mut result = pool.install(|| estimate(&dwi.series, table, &mask, &cfg, &progress))?;
-    stage_seconds.extend(result.stage_seconds.iter().cloned());
+    let mut result =
+        pool.install(|| estimate(&dwi.series, table, &mask, &cfg, &progress, &timeline))?;
     let repol = args.repol && !args.no_resample;
     if let Some(d) = &result.drift {
         reporter.message(&format!(
@@ -169,7 +171,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     }
 
     // ---- outputs: all atomic; summary.json last, as the mark of a complete run ----
-    let t = Instant::now();
+    let t = timeline.mark();
     reporter.message("writing outputs");
     out.begin_writing(!args.no_resample)?;
     let grid = &dwi.series.grid;
@@ -194,6 +196,8 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     // gradients follow the head, not the eddy-current field (as FSL eddy rotates them)
     let rotated = report::rotate_bvecs(table, &head);
     if !args.no_resample {
+        timeline.record("write outputs", t);
+        let t_corrected = timeline.mark();
         reporter.message("resampling and writing the corrected series");
         // --repol: outlier slices replaced by their prediction before the one resampling.
         let base = match (&result.drift, args.drift_correct) {
@@ -204,18 +208,31 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
             (Some(o), true) => o.cleaned(&base),
             _ => std::borrow::Cow::Borrowed(&*base),
         };
-        let corrected: Series =
-            pool.install(|| realign(&source, &result.transforms, Interpolation::CubicBSpline));
-        nifti::write_series(
-            &out.path("dwi_corrected.nii.gz"),
-            &corrected,
-            Some(&dwi.meta),
-        )?;
+        // Volume by volume: the corrected series is never held whole.
+        let volume = |k: usize| {
+            realign_volume(
+                &source,
+                k,
+                &result.transforms[k],
+                Interpolation::CubicBSpline,
+            )
+        };
+        pool.install(|| {
+            nifti::write_series_streamed(
+                &out.path("dwi_corrected.nii.gz"),
+                grid,
+                source.n_volumes,
+                Some(&dwi.meta),
+                &volume,
+            )
+        })?;
         let (bval, bvec) = report::fsl_text(&rotated, grid);
         out.write_text("dwi_corrected.bval", &bval)?;
         out.write_text("dwi_corrected.bvec", &bvec)?;
         out.write_text("dwi_corrected.b", &report::mrtrix_text(&rotated))?;
+        timeline.record("corrected series (resample + write)", t_corrected);
     }
+    let t = timeline.mark();
     let outlier_maps = result
         .outliers
         .as_ref()
@@ -267,7 +284,19 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         "report.svg",
         &report::svg_report_with(&report_options, &rows),
     )?;
-    stage_seconds.push(("write outputs".into(), t.elapsed().as_secs_f64()));
+    timeline.record("write outputs", t);
+    let stages = timeline.records();
+    reporter.message("time per stage: wall seconds, CPU seconds, peak memory at its end");
+    for s in &stages {
+        reporter.message(&format!(
+            "  {:<44} {:>7.1} s {:>7} {:>8}",
+            s.stage,
+            s.seconds,
+            s.cpu_seconds.map_or("-".into(), |c| format!("{c:.1} s")),
+            s.peak_memory_mb
+                .map_or("-".into(), |m| format!("{m:.0} MB"))
+        ));
+    }
 
     let mut summary = build_summary(
         args,
@@ -277,7 +306,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
         &mask,
         &rows,
         &result,
-        stage_seconds,
+        stages,
         started,
     );
     // Every warning of the run, the gradient reader's first.
@@ -348,7 +377,7 @@ fn build_summary(
     mask: &Mask,
     rows: &[report::MotionRow],
     result: &MotionEstimate,
-    stage_seconds: Vec<(String, f64)>,
+    stages: Vec<StageRecord>,
     started: Instant,
 ) -> report::Summary {
     let g = &args.gradients;
@@ -431,9 +460,14 @@ fn build_summary(
             })
             .collect(),
         motion: report::MotionStats::from_rows(rows),
-        timings: stage_seconds
+        timings: stages
             .into_iter()
-            .map(|(stage, seconds)| report::StageTime { stage, seconds })
+            .map(|s| report::StageTime {
+                stage: s.stage,
+                seconds: s.seconds,
+                cpu_seconds: s.cpu_seconds,
+                peak_memory_mb: s.peak_memory_mb,
+            })
             .collect(),
         total_seconds: started.elapsed().as_secs_f64(),
         peak_memory_mb: report::peak_memory_mb(),

@@ -65,9 +65,16 @@ pub fn load_dwi_header(path: &Path, args: &GradientArgs) -> Result<DwiHeader> {
 
 /// Read a 4-D DWI series and its gradients, and clean and check its voxel data
 /// ([`data_check`]); warnings go to stderr and into [`DwiInput::warnings`]. `copies` is how
-/// many float32 copies of the series the command holds at once, `threads` its workers: a run
-/// that cannot fit is refused before the data are read.
-pub fn load_dwi(path: &Path, args: &GradientArgs, copies: u64, threads: usize) -> Result<DwiInput> {
+/// many float32 copies of the series the command holds at once (its peak, measured), `threads`
+/// its workers, `cap` a memory limit the user set (`--max-memory`): a run that cannot fit is
+/// refused before the data are read.
+pub fn load_dwi(
+    path: &Path,
+    args: &GradientArgs,
+    copies: f64,
+    threads: usize,
+    cap: Option<u64>,
+) -> Result<DwiInput> {
     // header and gradients first: a wrong table is reported before the data are read
     let header = load_dwi_header(path, args)?;
     nifti::check_data_size(path)?;
@@ -76,6 +83,7 @@ pub fn load_dwi(path: &Path, args: &GradientArgs, copies: u64, threads: usize) -
         nifti::series_f32_bytes(&header.meta),
         copies,
         threads,
+        cap,
     )?;
     let (mut series, meta) = nifti::read_series(path)?;
     let gradients = header.gradients;

@@ -23,7 +23,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     ensure_not_input(&args.out, &inputs)?;
     let pool = super::resources::thread_pool(args.threads)?;
 
-    let dwi = load_dwi(&args.dwi, &args.gradients, 2, pool.current_num_threads())?;
+    let dwi = load_dwi(
+        &args.dwi,
+        &args.gradients,
+        2.0,
+        pool.current_num_threads(),
+        None,
+    )?;
     let g = &args.gradients;
     let table = &dwi.gradients.table;
     check_usable(table, g.b0_threshold, g.ignore_b0)?;

@@ -73,26 +73,67 @@ fn address_space_limit() -> Option<u64> {
     None
 }
 
+/// CPU seconds of the process so far (user + system, every thread; getrusage) and its peak
+/// resident memory: the probe of the run's [`crate::timing::Timeline`].
+pub fn usage() -> crate::timing::Usage {
+    let mut cpu = None;
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage only writes the struct we pass.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+            let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+            cpu = Some(s(ru.ru_utime) + s(ru.ru_stime));
+        }
+    }
+    crate::timing::Usage {
+        cpu_seconds: cpu,
+        peak_memory_mb: crate::report::peak_memory_mb(),
+    }
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }
 
+/// Peak memory of `estimate` in float32 copies of the series (on top of [`WORKING_BYTES`]):
+/// the series itself, plus the model's working set at the voxels it fits (the realigned
+/// snapshot, its log-signals in f64 and the predictions; the fitted voxels, a dilated brain
+/// mask, are about a third of the grid). Measured (benches/stages.sh, peak resident, -j 2):
+/// the bench phantom (118 MB as float32) peaks at 304 MB, a UK Biobank-size series (367 MB)
+/// at 876 MB, i.e. 1.7 and 2.1 copies + 100 MB; 2.2 leaves a margin.
+pub const ESTIMATE_SERIES_COPIES: f64 = 2.2;
+
 /// Refuse a run that cannot fit in memory before it starts, instead of an abort half-way.
 /// `series_bytes` is one float32 copy of the series and `copies` how many the command keeps
-/// at once, `threads` its workers. Checked against the system's available memory and the
-/// address-space limit (`ulimit -v`). Exit code 1: the input is fine, the machine (or its
-/// limits) is too small. The estimate is deliberately simple; allocations of the series
-/// buffers are fallible as well, so a miss still ends in a one-line error.
-pub fn check_memory(what: &str, series_bytes: u64, copies: u64, threads: usize) -> Result<()> {
-    let resident = series_bytes
-        .saturating_mul(copies)
-        .saturating_add(WORKING_BYTES);
+/// at once, `threads` its workers. Checked against `cap` (`--max-memory`) when given, else
+/// the system's available memory, and against the address-space limit (`ulimit -v`). Exit
+/// code 1: the input is fine, the machine (or its limits) is too small. The estimate is
+/// deliberately simple; allocations of the series buffers are fallible as well, so a miss
+/// still ends in a one-line error.
+pub fn check_memory(
+    what: &str,
+    series_bytes: u64,
+    copies: f64,
+    threads: usize,
+    cap: Option<u64>,
+) -> Result<()> {
+    let resident = ((series_bytes as f64 * copies) as u64).saturating_add(WORKING_BYTES);
     let explain = format!(
         "{copies} × the {} series as float32 + {} working memory",
         mb(series_bytes),
         mb(WORKING_BYTES)
     );
-    if let Some(avail) = proc_kb("/proc/meminfo", "MemAvailable:").map(|kb| kb * 1024) {
+    if let Some(cap) = cap {
+        if resident > cap {
+            return Err(Error::runtime(format!(
+                "not enough memory: {what} needs about {} ({explain}) but --max-memory allows {}; \
+                 raise --max-memory or use a larger machine",
+                mb(resident),
+                mb(cap)
+            )));
+        }
+    } else if let Some(avail) = proc_kb("/proc/meminfo", "MemAvailable:").map(|kb| kb * 1024) {
         if resident > avail {
             return Err(Error::runtime(format!(
                 "not enough memory: {what} needs about {} ({explain}) but only {} is available; \

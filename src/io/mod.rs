@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod bids;
 pub mod eddy_files;
 pub mod gradients;
+pub mod gzip;
 pub mod nifti;
 pub mod output;
 pub mod transforms;

@@ -24,6 +24,8 @@ const VOX_OFFSET: usize = 352;
 /// gzip level for outputs; with zlib-rs level 6 is fast and compresses noisy floats well
 /// (level 1 expands them: ../shared/notes/rust-crates.md).
 const GZIP_LEVEL: u32 = 6;
+/// Voxels decoded per read while loading a series (a few MB of raw bytes at a time).
+const READ_CHUNK_VOXELS: usize = 1 << 20;
 
 /// Voxel storage types of NIfTI-1 that we read and write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -467,15 +469,6 @@ pub fn series_f32_bytes(m: &NiftiMeta) -> u64 {
         .fold(4u64, |acc, &d| acc.saturating_mul(d as u64))
 }
 
-/// A zeroed buffer of `n` elements, or a one-line error when memory runs out (instead of
-/// the allocator's abort).
-fn try_buffer<T: Clone + Default>(n: usize, path: &Path) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    reserve(&mut v, n, path)?;
-    v.resize(n, T::default());
-    Ok(v)
-}
-
 /// Reserve room for `n` more elements, or a one-line error when memory runs out.
 fn reserve<T>(v: &mut Vec<T>, n: usize, path: &Path) -> Result<()> {
     crate::alloc_guard::fallible(|| v.try_reserve_exact(n)).map_err(|_| {
@@ -787,16 +780,6 @@ pub fn verify_data(path: &Path) -> Result<()> {
 pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
     let (h, mut r, gz, d, n, need) = open_data(path)?;
     let m = &h.meta;
-    // Reserved, not zero-filled: a header that claims gigabytes the stream does not hold
-    // touches only the pages actually read before the truncation is reported.
-    let mut bytes: Vec<u8> = Vec::new();
-    reserve(&mut bytes, need, path)?;
-    let got = (&mut r)
-        .take(need as u64)
-        .read_to_end(&mut bytes)
-        .map_err(|e| stream_error(path, gz, e))?;
-    finish_data(path, &mut r, gz, got, need)?;
-    drop(r);
     // A zero or non-finite slope means "no scaling" (NIfTI standard; nibabel writes NaN).
     let slope_ok = m.scl_slope.is_finite() && m.scl_slope != 0.0;
     let slope = if slope_ok { m.scl_slope as f64 } else { 1.0 };
@@ -805,9 +788,36 @@ pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
     } else {
         0.0
     };
-    let mut data: Vec<f32> = try_buffer(n, path)?;
-    decode(&bytes, m.datatype, h.little_endian, slope, inter, &mut data);
-    drop(bytes);
+    // Decoded chunk by chunk into the float32 buffer: the raw bytes are never held whole (an
+    // int16 series would need 1.5× its float32 size while loading). Reserved, not
+    // zero-filled: a header that claims gigabytes the stream does not hold touches only the
+    // pages actually read before the truncation is reported.
+    let mut data: Vec<f32> = Vec::new();
+    reserve(&mut data, n, path)?;
+    let size = m.datatype.bytes();
+    let mut buf = vec![0u8; READ_CHUNK_VOXELS.min(n.max(1)) * size];
+    let mut got = 0;
+    while data.len() < n {
+        let count = READ_CHUNK_VOXELS.min(n - data.len());
+        let want = count * size;
+        let g = read_full(&mut r, &mut buf[..want]).map_err(|e| stream_error(path, gz, e))?;
+        got += g;
+        if g < want {
+            break;
+        }
+        let start = data.len();
+        data.resize(start + count, 0.0);
+        decode(
+            &buf[..want],
+            m.datatype,
+            h.little_endian,
+            slope,
+            inter,
+            &mut data[start..],
+        );
+    }
+    finish_data(path, &mut r, gz, got, need)?;
+    drop(r);
     let grid = Grid::new([d[0], d[1], d[2]], m.best_affine());
     Ok((Series::new(grid, d[3], data), h.meta))
 }
@@ -991,6 +1001,68 @@ pub fn write_series_as(
 /// Write a 4-D series as float32.
 pub fn write_series(path: &Path, s: &Series, meta: Option<&NiftiMeta>) -> Result<()> {
     write_series_as(path, s, meta, DataType::F32)
+}
+
+/// Write a 4-D float32 series of `n_volumes` volumes on `grid` without ever holding it:
+/// `volume(k)` makes volume k. Volumes are made, encoded and (for .gz) compressed a few at a
+/// time in parallel on the current rayon pool, and written in order, so memory stays at a few
+/// volumes and compression uses every worker. Each volume is its own gzip block
+/// ([`super::gzip`]): the file's bytes do not depend on the number of threads.
+pub fn write_series_streamed(
+    path: &Path,
+    grid: &Grid,
+    n_volumes: usize,
+    meta: Option<&NiftiMeta>,
+    volume: &(dyn Fn(usize) -> Vec<f32> + Sync),
+) -> Result<()> {
+    use rayon::prelude::*;
+    let dt = DataType::F32;
+    let meta = match meta {
+        Some(m) => m.for_grid(grid),
+        None => NiftiMeta::from_grid(grid),
+    };
+    let d = grid.dims;
+    let header = header_bytes(&meta, &[d[0], d[1], d[2], n_volumes], dt)?;
+    let gz = path.to_string_lossy().ends_with(".gz");
+    // Batch size changes memory and scheduling only, never the bytes.
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let encoded = |k: usize| -> Vec<u8> {
+        let v = volume(k);
+        let mut bytes = if k == 0 { header.clone() } else { Vec::new() };
+        encode(&v, dt, &mut bytes);
+        bytes
+    };
+    write_atomic(path, |w| {
+        if n_volumes == 0 {
+            return Err(std::io::Error::other("a series without volumes"));
+        }
+        let batches = (0..n_volumes)
+            .step_by(batch)
+            .map(|s| (s..(s + batch).min(n_volumes)).collect::<Vec<usize>>());
+        if gz {
+            let mut out = super::gzip::GzipBlocks::new(w)?;
+            for ks in batches {
+                let done: Vec<std::io::Result<super::gzip::Block>> = ks
+                    .par_iter()
+                    .map(|&k| {
+                        super::gzip::deflate_block(&encoded(k), GZIP_LEVEL, k + 1 == n_volumes)
+                    })
+                    .collect();
+                for block in done {
+                    out.push(&block?)?;
+                }
+            }
+            out.finish()
+        } else {
+            for ks in batches {
+                let done: Vec<Vec<u8>> = ks.par_iter().map(|&k| encoded(k)).collect();
+                for bytes in done {
+                    w.write_all(&bytes)?;
+                }
+            }
+            Ok(())
+        }
+    })
 }
 
 /// Write a mask as uint8 (1 inside, 0 outside).

@@ -35,7 +35,7 @@ use super::linalg;
 use super::requirements;
 use super::tensor::{log_prediction, log_prediction_literal, MIN_SIGNAL};
 use super::{FitMethod, ModelKind};
-use crate::image::{Grid, Mask, Series, Volume};
+use crate::image::{Grid, Mask, MaskedSeries, Series, Volume};
 use crate::io::gradients::GradientTable;
 use crate::{Error, Result};
 use nalgebra::{DMatrix, DVector};
@@ -137,6 +137,22 @@ impl LovoEngine {
     /// The general constructor: see [`EngineOptions`].
     pub fn with_options(
         series: &Series,
+        gradients: &GradientTable,
+        mask: &Mask,
+        kind: ModelKind,
+        method: FitMethod,
+        b0_threshold: f64,
+        options: EngineOptions,
+    ) -> Result<Self> {
+        Self::build_with(series, gradients, mask, kind, method, b0_threshold, options)
+    }
+
+    /// As [`LovoEngine::with_options`] for a series known only at some voxels: every voxel of
+    /// `mask` must be held (a voxel not held reads as 0, i.e. no signal). Gives the same fits
+    /// and predictions as the whole series would; only [`LovoEngine::s0`] is 0 outside.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_masked(
+        series: &MaskedSeries,
         gradients: &GradientTable,
         mask: &Mask,
         kind: ModelKind,
@@ -536,6 +552,19 @@ trait Samples: Sync {
     fn n_volumes(&self) -> usize;
     /// Sample of volume `k` at linear voxel index `l`.
     fn get(&self, k: usize, l: usize) -> f64;
+}
+
+impl Samples for MaskedSeries {
+    fn grid(&self) -> &Grid {
+        &self.grid
+    }
+    fn n_volumes(&self) -> usize {
+        self.n_volumes
+    }
+    #[inline]
+    fn get(&self, k: usize, l: usize) -> f64 {
+        MaskedSeries::get(self, k, l) as f64
+    }
 }
 
 impl Samples for Series {

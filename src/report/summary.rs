@@ -32,7 +32,7 @@ pub struct Summary {
     pub registration: Vec<VolumeFit>,
     /// Aggregates over `volumes`.
     pub motion: MotionStats,
-    /// Wall time per stage in seconds, in the order the stages ran.
+    /// Wall time per stage in seconds, in the order the stages ran (non-overlapping).
     pub timings: Vec<StageTime>,
     /// Total wall time (s).
     pub total_seconds: f64,
@@ -70,11 +70,17 @@ pub struct VolumeFit {
     pub replaced_fraction: f64,
 }
 
-/// Wall time of one stage.
+/// Wall and CPU time of one stage (stages do not overlap), and the process's peak resident
+/// memory (MiB) when it ended: the stage whose figure jumps is the one that set the peak.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageTime {
     pub stage: String,
     pub seconds: f64,
+    /// CPU seconds of all threads in the stage (CPU / wall = cores kept busy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_mb: Option<f64>,
 }
 
 /// Motion aggregates: mean and max FD and relative RMS, max absolute RMS, and how many
