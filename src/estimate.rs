@@ -23,7 +23,9 @@ use crate::model::{requirements, EngineOptions, FitMethod, LovoEngine, ModelKind
 use crate::outliers::{detect, slice_sums, OutlierConfig, OutlierTable, SliceSums};
 use crate::registration::eddy::{second_level_field, split_constant, EddyModel, EddyParams};
 use crate::registration::interpolate::BSpline;
-use crate::registration::{register, resample, Interpolation, RegistrationConfig, TransformKind};
+use crate::registration::{
+    prepare, register, resample, Interpolation, RegistrationConfig, TransformKind,
+};
 use crate::report::rotate_bvecs;
 use crate::timing::Timeline;
 use crate::{stats, Error, Result};
@@ -36,6 +38,31 @@ use rayon::prelude::*;
 /// 0.035 / 0.030 in 12 s (with the earlier least-squares link between shells). Half keeps the
 /// accuracy and takes a third off a DTI run.
 const BOOTSTRAP_MI_SAMPLING: f64 = 0.5;
+
+/// The bootstrap's mutual information (every diffusion-weighted volume to the b=0 reference):
+/// the model passes refine its answer with same-contrast targets, so it needs to be robust
+/// rather than precise. Measured against `RegistrationConfig::mutual_information()` with
+/// [`BOOTSTRAP_MI_SAMPLING`] (`estimate --model dti -j 2`, final median / worst error, CPU
+/// seconds of the whole run on a machine shared by three agents): the middle level (σ = 1
+/// voxel) sampled every second voxel instead of every voxel, and levels stopped when a step
+/// moves the brain less than 0.01 mm instead of 0.001 mm: bench 0.0244 / 0.0439 →
+/// 0.0244 / 0.0440 mm, 56.8 → 45.0 s (bootstrap 33 → 19 s wall); bench_artefacts
+/// (`--transform eddy`) 0.0913 / 0.2040 → 0.0910 / 0.2041 mm, 113 → 97 s. Each change alone
+/// on bench: the level 48.7 s, the tolerance 53.1 s, same accuracy. Sampling 0.3 instead of
+/// 0.5 on top lost accuracy (bench 0.0264 / 0.0450 mm).
+fn bootstrap_registration() -> RegistrationConfig {
+    let level = |shrink, sigma| crate::registration::Level {
+        shrink,
+        sigma,
+        cubic: true,
+    };
+    RegistrationConfig {
+        levels: vec![level(2, 2.0), level(2, 1.0), level(1, 0.0)],
+        tol_mm: 0.01,
+        sampling: BOOTSTRAP_MI_SAMPLING,
+        ..RegistrationConfig::mutual_information()
+    }
+}
 
 /// What each held-out volume is registered to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -362,16 +389,12 @@ fn align_b0s(
     for round in 1..=2 {
         let stage = format!("b0 alignment {round}/2");
         let done = std::sync::atomic::AtomicUsize::new(0);
+        // every b=0 volume of the round has the same target: its samples are prepared once
+        let target = prepare(&reference, Some(mask), reg)?;
         let results: Vec<Result<Matrix4<f64>>> = b0
             .par_iter()
             .map(|&k| {
-                let r = register(
-                    &reference,
-                    &series.to_volume(k),
-                    Some(mask),
-                    &transforms[k],
-                    reg,
-                )?;
+                let r = target.register(&series.to_volume(k), &transforms[k])?;
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 progress(&Progress {
                     stage: &stage,
@@ -554,21 +577,14 @@ pub fn estimate(
     // that the model passes could not remove.)
     if !b0.is_empty() {
         let t = timeline.mark();
-        let bootstrap_mi = RegistrationConfig {
-            sampling: BOOTSTRAP_MI_SAMPLING,
-            ..RegistrationConfig::mutual_information()
-        };
+        let bootstrap_mi = bootstrap_registration();
+        // every volume has the same target: its samples are prepared once
+        let target = prepare(&reference, Some(mask), &bootstrap_mi)?;
         let done = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<Matrix4<f64>>> = order
             .par_iter()
             .map(|&h| {
-                let r = register(
-                    &reference,
-                    &series.to_volume(h),
-                    Some(mask),
-                    &transforms[h],
-                    &bootstrap_mi,
-                )?;
+                let r = target.register(&series.to_volume(h), &transforms[h])?;
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 progress(&Progress {
                     stage: "bootstrap",

@@ -136,8 +136,7 @@ fn eddy_panel_plots_the_terms() {
     // give equal steps in y, and larger values are drawn higher (smaller y).
     let line = svg
         .lines()
-        .filter(|l| l.starts_with("<polyline") && l.contains("#222222") && l.contains("dasharray"))
-        .last()
+        .rfind(|l| l.starts_with("<polyline") && l.contains("#222222") && l.contains("dasharray"))
         .expect("offset polyline");
     let pts = line
         .split("points=\"")

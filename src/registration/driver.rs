@@ -5,12 +5,13 @@
 //! policy or a pyramid.
 
 use super::metric::{
-    mutual_information, FixedSamples, LeastSquares, MovingImage, MutualInformation,
+    mutual_information, FixedSamples, LeastSquares, MiFixed, MovingImage, MutualInformation,
 };
 use super::optimize::{self, LevelSettings};
 use super::transform::{nearest_rotation, Increment};
 use super::{
-    eddy, interpolate, pyramid, MetricKind, RegistrationConfig, RegistrationResult, TransformKind,
+    eddy, interpolate, pyramid, Level, MetricKind, RegistrationConfig, RegistrationResult,
+    TransformKind,
 };
 use crate::image::{Mask, Volume};
 use crate::{Error, Result};
@@ -59,7 +60,7 @@ impl Domain {
 /// Register `moving` to `fixed`: find `T` (fixed world → moving world) such that
 /// `moving(T·x)` matches `fixed(x)` over the fixed mask, starting from `init` — up to an
 /// intensity scale and offset for least squares, up to any intensity relation for mutual
-/// information.
+/// information. The same as [`prepare`] then [`Prepared::register`].
 ///
 /// The two images may have different grids (size, voxel size, orientation). Non-finite voxels
 /// count as 0. Threads: sums use rayon over fixed chunks reduced in order, so the result is
@@ -71,6 +72,41 @@ pub fn register(
     init: &Matrix4<f64>,
     cfg: &RegistrationConfig,
 ) -> Result<RegistrationResult> {
+    prepare(fixed, fixed_mask, cfg)?.register(moving, init)
+}
+
+/// The fixed side of a registration, computed once: checked settings, the dilated mask, its
+/// domain and, per pyramid level, the smoothed fixed image's samples (least squares: design
+/// rows and normal matrix; mutual information: sample positions and fixed bins). Many moving
+/// images registered to one target (the estimate bootstrap: every volume to the b=0
+/// reference) share it; the result is the same as [`register`]'s, bit for bit.
+pub struct Prepared<'a> {
+    fixed: &'a Volume,
+    cfg: RegistrationConfig,
+    what: &'static str,
+    /// The fixed mask as given (all true without one): the overlap check's domain.
+    mask: Vec<bool>,
+    domain: Domain,
+    levels: Vec<FixedLevel>,
+}
+
+/// One pyramid level's fixed side.
+struct FixedLevel {
+    level: Level,
+    samples: FixedSide,
+}
+
+enum FixedSide {
+    LeastSquares(FixedSamples),
+    MutualInformation(MiFixed),
+}
+
+/// Check the settings and the fixed image and prepare every level's fixed samples.
+pub fn prepare<'a>(
+    fixed: &'a Volume,
+    fixed_mask: Option<&Mask>,
+    cfg: &RegistrationConfig,
+) -> Result<Prepared<'a>> {
     let what = match cfg.metric {
         MetricKind::LeastSquares => "registration",
         MetricKind::MutualInformation(_) => "mutual-information registration",
@@ -98,13 +134,26 @@ pub fn register(
             )));
         }
     }
-    let (mask0, minv) = checked_inputs(what, fixed, moving, fixed_mask, init)?;
-    let mask = crate::mask::dilate_voxels(&mask0, fdims, cfg.mask_dilation);
-    let np = cfg.kind.n_params();
-    let min_samples = match cfg.metric {
-        MetricKind::LeastSquares => 10 * (np + 2),
-        MetricKind::MutualInformation(_) => mutual_information::MIN_SAMPLES,
+    if fixed.grid.is_empty() {
+        return Err(Error::input(format!("{what}: the fixed image is empty")));
+    }
+    if fixed.grid.affine.try_inverse().is_none() {
+        return Err(Error::input(format!(
+            "{what}: the fixed image's affine is singular; fix the NIfTI header"
+        )));
+    }
+    let mask0 = match fixed_mask {
+        Some(m) if m.grid.dims != fixed.grid.dims => {
+            return Err(Error::input(format!(
+                "{what}: mask size {:?} does not match the fixed image {:?}",
+                m.grid.dims, fixed.grid.dims
+            )))
+        }
+        Some(m) => m.data.clone(),
+        None => vec![true; fixed.grid.len()],
     };
+    let mask = crate::mask::dilate_voxels(&mask0, fdims, cfg.mask_dilation);
+    let min_samples = min_samples(cfg);
     let all = pyramid::lattice_points(&mask, fdims, 1);
     if all.len() < min_samples {
         return Err(Error::input(format!(
@@ -113,109 +162,158 @@ pub fn register(
         )));
     }
     let domain = Domain::new(fixed, &all);
-    let centre = domain.centre;
 
     // Non-finite voxels (e.g. an ill-posed model prediction) would poison every sum (and
     // index outside a histogram): they count as 0, like the space outside the image.
     let fixed_data = finite_or_zero(&fixed.data);
-    let moving_data = finite_or_zero(&moving.data);
     let fvs = fixed.grid.voxel_sizes();
-    let mvs = moving.grid.voxel_sizes();
     let mean_fvs = (fvs[0] + fvs[1] + fvs[2]) / 3.0;
-    let a = fixed.grid.affine;
-    let settings = LevelSettings {
-        kind: cfg.kind,
-        centre,
-        lo: domain.lo,
-        hi: domain.hi,
-        max_iterations: cfg.max_iterations,
-        tol_mm: cfg.tol_mm,
-    };
-    let mut t = *init;
-    let mut iterations = 0;
-    let mut metric = None;
+    let mut levels = Vec::new();
     for level in &cfg.levels {
         let pts = samples(&mask, fdims, level.shrink, cfg.sampling);
         if pts.len() < min_samples {
             continue; // too coarse for this mask: finer levels take over
         }
         let sigma_mm = level.sigma * mean_fvs;
-        let fsig = [sigma_mm / fvs[0], sigma_mm / fvs[1], sigma_mm / fvs[2]];
-        let msig = [sigma_mm / mvs[0], sigma_mm / mvs[1], sigma_mm / mvs[2]];
-        let fdata = pyramid::gaussian_smooth(&fixed_data, fdims, fsig);
-        let mdata = pyramid::gaussian_smooth(&moving_data, moving.grid.dims, msig);
-        let out = match &cfg.metric {
-            MetricKind::LeastSquares => {
-                let samples =
-                    FixedSamples::new(&fdata, fdims, &a, &pts, cfg.kind, &centre, level.cubic);
-                let mov = if level.cubic {
-                    MovingImage::Cubic(interpolate::BSpline::new(&mdata, moving.grid.dims))
-                } else {
-                    MovingImage::Linear {
-                        data: mdata,
-                        dims: moving.grid.dims,
-                    }
-                };
-                let ls = LeastSquares {
-                    samples,
-                    moving: mov,
-                    fixed_affine: a,
-                    moving_inv_affine: minv,
-                };
-                // Gauss–Newton is invariant to parameter scaling: no scales needed
-                optimize::gauss_newton(&ls, &settings, 0.1 * mean_fvs, &t)?
-            }
-            MetricKind::MutualInformation(mi) => {
-                let m = MutualInformation::new(
-                    &fixed.grid,
-                    &fdata,
-                    &pts,
-                    level.shrink,
-                    &moving.grid,
-                    &mdata,
-                    &minv,
-                    &t,
-                    &centre,
-                    cfg.kind,
-                    mi,
-                )?;
-                let scales = Increment::at(cfg.kind, centre, &t)
-                    .physical_shift_scales(&domain.second_moment);
-                // first step: half a (coarse) voxel, at least 0.5 mm
-                let step0 = (0.5 * mean_fvs * level.shrink as f64).max(0.5);
-                let mut o = optimize::bfgs(&m, &settings, &scales, step0, &t);
-                o.value = -o.value; // report the MI, not the cost
-                o
-            }
+        let fdata = pyramid::gaussian_smooth(&fixed_data, fdims, fvs.map(|v| sigma_mm / v));
+        let samples = match &cfg.metric {
+            MetricKind::LeastSquares => FixedSide::LeastSquares(FixedSamples::new(
+                &fdata,
+                fdims,
+                &fixed.grid.affine,
+                &pts,
+                cfg.kind,
+                &domain.centre,
+                level.cubic,
+            )),
+            MetricKind::MutualInformation(mi) => FixedSide::MutualInformation(MiFixed::new(
+                &fixed.grid,
+                &fdata,
+                &pts,
+                level.shrink,
+                mi,
+            )),
         };
-        t = out.transform;
-        if let TransformKind::Eddy { pe } = cfg.kind {
-            // each update keeps the map in the family only to first order: project it back
-            t = eddy::EddyModel::new(Vector3::from(pe), centre).project(&t);
-        }
-        iterations += out.iterations;
-        metric = Some(out.value);
+        levels.push(FixedLevel {
+            level: level.clone(),
+            samples,
+        });
     }
-    let Some(metric) = metric else {
+    if levels.is_empty() {
         return Err(Error::input(format!(
             "{what}: the mask is too small for every pyramid level (each needs {min_samples} samples); check the mask or add a finer level"
         )));
-    };
-    if cfg.kind == TransformKind::Rigid {
-        // keep the estimate exactly rigid after many compositions
-        let r = nearest_rotation(&t.fixed_view::<3, 3>(0, 0).into_owned());
-        t.fixed_view_mut::<3, 3>(0, 0).copy_from(&r);
     }
-    if t.iter().any(|v| !v.is_finite()) {
-        return Err(Error::runtime(format!(
-            "{what} diverged (non-finite transform); try another initialisation"
-        )));
-    }
-    Ok(RegistrationResult {
-        matrix: t,
-        iterations,
-        metric,
+    Ok(Prepared {
+        fixed,
+        cfg: cfg.clone(),
+        what,
+        mask: mask0,
+        domain,
+        levels,
     })
+}
+
+/// Fewest samples a level needs: ten per unknown for least squares (parameters, scale and
+/// offset), a joint histogram's worth for mutual information.
+fn min_samples(cfg: &RegistrationConfig) -> usize {
+    match cfg.metric {
+        MetricKind::LeastSquares => 10 * (cfg.kind.n_params() + 2),
+        MetricKind::MutualInformation(_) => mutual_information::MIN_SAMPLES,
+    }
+}
+
+impl Prepared<'_> {
+    /// Register `moving` to the prepared fixed image, starting from `init`.
+    pub fn register(&self, moving: &Volume, init: &Matrix4<f64>) -> Result<RegistrationResult> {
+        let (what, cfg, fixed) = (self.what, &self.cfg, self.fixed);
+        let minv = checked_moving(what, fixed, moving, &self.mask, init)?;
+        let centre = self.domain.centre;
+        let moving_data = finite_or_zero(&moving.data);
+        let fvs = fixed.grid.voxel_sizes();
+        let mvs = moving.grid.voxel_sizes();
+        let mean_fvs = (fvs[0] + fvs[1] + fvs[2]) / 3.0;
+        let settings = LevelSettings {
+            kind: cfg.kind,
+            centre,
+            lo: self.domain.lo,
+            hi: self.domain.hi,
+            max_iterations: cfg.max_iterations,
+            tol_mm: cfg.tol_mm,
+        };
+        let mut t = *init;
+        let mut iterations = 0;
+        let mut metric = 0.0;
+        for FixedLevel { level, samples } in &self.levels {
+            let sigma_mm = level.sigma * mean_fvs;
+            let mdata =
+                pyramid::gaussian_smooth(&moving_data, moving.grid.dims, mvs.map(|v| sigma_mm / v));
+            let out = match (samples, &cfg.metric) {
+                (FixedSide::LeastSquares(fs), _) => {
+                    let mov = if level.cubic {
+                        MovingImage::Cubic(interpolate::BSpline::new(&mdata, moving.grid.dims))
+                    } else {
+                        MovingImage::Linear {
+                            data: mdata,
+                            dims: moving.grid.dims,
+                        }
+                    };
+                    let ls = LeastSquares {
+                        samples: fs,
+                        moving: mov,
+                        fixed_affine: fixed.grid.affine,
+                        moving_inv_affine: minv,
+                    };
+                    // Gauss–Newton is invariant to parameter scaling: no scales needed
+                    optimize::gauss_newton(&ls, &settings, 0.1 * mean_fvs, &t)?
+                }
+                (FixedSide::MutualInformation(mf), MetricKind::MutualInformation(mi)) => {
+                    let m = MutualInformation::new(
+                        mf,
+                        &moving.grid,
+                        &mdata,
+                        &minv,
+                        &t,
+                        &centre,
+                        cfg.kind,
+                        mi,
+                    )?;
+                    let scales = Increment::at(cfg.kind, centre, &t)
+                        .physical_shift_scales(&self.domain.second_moment);
+                    // first step: half a (coarse) voxel, at least 0.5 mm
+                    let step0 = (0.5 * mean_fvs * level.shrink as f64).max(0.5);
+                    let mut o = optimize::bfgs(&m, &settings, &scales, step0, &t);
+                    o.value = -o.value; // report the MI, not the cost
+                    o
+                }
+                (FixedSide::MutualInformation(_), MetricKind::LeastSquares) => {
+                    unreachable!("prepared with the configuration's metric")
+                }
+            };
+            t = out.transform;
+            if let TransformKind::Eddy { pe } = cfg.kind {
+                // each update keeps the map in the family only to first order: project it back
+                t = eddy::EddyModel::new(Vector3::from(pe), centre).project(&t);
+            }
+            iterations += out.iterations;
+            metric = out.value;
+        }
+        if cfg.kind == TransformKind::Rigid {
+            // keep the estimate exactly rigid after many compositions
+            let r = nearest_rotation(&t.fixed_view::<3, 3>(0, 0).into_owned());
+            t.fixed_view_mut::<3, 3>(0, 0).copy_from(&r);
+        }
+        if t.iter().any(|v| !v.is_finite()) {
+            return Err(Error::runtime(format!(
+                "{what} diverged (non-finite transform); try another initialisation"
+            )));
+        }
+        Ok(RegistrationResult {
+            matrix: t,
+            iterations,
+            metric,
+        })
+    }
 }
 
 /// The fixed samples of one level: mask voxels on the `shrink` lattice, thinned to the
@@ -247,19 +345,17 @@ fn finite_or_zero(data: &[f32]) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
-/// Checks shared by every registration method; returns the fixed mask (all true without one)
-/// and the inverse of the moving image's affine. `what` names the method in messages.
-pub(crate) fn checked_inputs(
+/// Checks of the moving image and the initial transform against a prepared fixed image;
+/// returns the inverse of the moving image's affine.
+fn checked_moving(
     what: &str,
     fixed: &Volume,
     moving: &Volume,
-    fixed_mask: Option<&Mask>,
+    mask: &[bool],
     init: &Matrix4<f64>,
-) -> Result<(Vec<bool>, Matrix4<f64>)> {
-    if fixed.grid.is_empty() || moving.grid.is_empty() {
-        return Err(Error::input(format!(
-            "{what}: the fixed or moving image is empty"
-        )));
+) -> Result<Matrix4<f64>> {
+    if moving.grid.is_empty() {
+        return Err(Error::input(format!("{what}: the moving image is empty")));
     }
     if init.iter().any(|v| !v.is_finite())
         || init.fixed_view::<3, 3>(0, 0).determinant().abs() < 1e-12
@@ -268,25 +364,12 @@ pub(crate) fn checked_inputs(
             "{what}: the initial transform is not finite or not invertible"
         )));
     }
-    let (Some(_), Some(minv)) = (
-        fixed.grid.affine.try_inverse(),
-        moving.grid.affine.try_inverse(),
-    ) else {
+    let Some(minv) = moving.grid.affine.try_inverse() else {
         return Err(Error::input(format!(
-            "{what}: an image affine is singular; fix the NIfTI header"
+            "{what}: the moving image's affine is singular; fix the NIfTI header"
         )));
     };
-    let mask = match fixed_mask {
-        Some(m) if m.grid.dims != fixed.grid.dims => {
-            return Err(Error::input(format!(
-                "{what}: mask size {:?} does not match the fixed image {:?}",
-                m.grid.dims, fixed.grid.dims
-            )))
-        }
-        Some(m) => m.data.clone(),
-        None => vec![true; fixed.grid.len()],
-    };
-    let (inside, total) = overlap(fixed, moving, &mask, &(minv * init));
+    let (inside, total) = overlap(fixed, moving, mask, &(minv * init));
     if total > 0 && (inside as f64) < MIN_OVERLAP * total as f64 {
         return Err(Error::input(format!(
             "{what}: the images do not overlap: only {:.1} % of the fixed image's mask falls inside the \
@@ -296,7 +379,7 @@ pub(crate) fn checked_inputs(
             100.0 * MIN_OVERLAP
         )));
     }
-    Ok((mask, minv))
+    Ok(minv)
 }
 
 /// Least fraction of the fixed mask that must map inside the moving image. Without overlap

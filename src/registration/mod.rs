@@ -22,7 +22,7 @@ pub mod pyramid;
 pub mod resample;
 pub mod transform;
 
-pub use driver::register;
+pub use driver::{prepare, register, Prepared};
 pub use metric::MiSettings;
 pub use resample::{resample, Interpolation};
 pub use transform::TransformKind;

@@ -47,7 +47,7 @@ pub fn gauss_newton(
     trust_mm: f64,
     t0: &Matrix4<f64>,
 ) -> Result<LevelOutcome> {
-    let samples = &metric.samples;
+    let samples = metric.samples;
     let kind = samples.kind;
     let np = kind.n_params();
     let flat = || {

@@ -225,8 +225,9 @@ impl FixedSamples {
 
 /// The least-squares metric of one level: fixed samples, the moving interpolant and the maps
 /// between the grids. What [`super::super::optimize::gauss_newton`] iterates on.
-pub struct LeastSquares {
-    pub samples: FixedSamples,
+pub struct LeastSquares<'a> {
+    /// Prepared once per level of the fixed image (shared by every moving image).
+    pub samples: &'a FixedSamples,
     pub moving: MovingImage,
     /// Fixed voxel → world.
     pub fixed_affine: Matrix4<f64>,
@@ -234,7 +235,7 @@ pub struct LeastSquares {
     pub moving_inv_affine: Matrix4<f64>,
 }
 
-impl LeastSquares {
+impl LeastSquares<'_> {
     /// Sufficient statistics and the normalised correlation at `t` (fixed world → moving
     /// world).
     pub fn evaluate(&self, t: &Matrix4<f64>) -> (Evaluation, f64) {
@@ -245,7 +246,7 @@ impl LeastSquares {
     }
 }
 
-impl Metric for LeastSquares {
+impl Metric for LeastSquares<'_> {
     /// Mean squared residual `r = M(T·x) − a·F(x) − b` after the best scale `a` and offset
     /// `b`, and its derivative. The derivative is the inverse-compositional one: near the
     /// optimum `M(T·Δ(p)·x) ≈ a·F(Δ(p)·x) + b`, so `∂r/∂p ≈ a·G` with `G` the fixed image's

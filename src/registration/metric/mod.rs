@@ -19,7 +19,7 @@ pub mod least_squares;
 pub mod mutual_information;
 
 pub use least_squares::{FixedSamples, LeastSquares, MovingImage};
-pub use mutual_information::{MiSettings, MutualInformation};
+pub use mutual_information::{MiFixed, MiSettings, MutualInformation};
 
 use super::transform::Increment;
 use nalgebra::{DMatrix, DVector, Matrix4};

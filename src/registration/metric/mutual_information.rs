@@ -156,52 +156,25 @@ impl BinMap {
     }
 }
 
-/// The Mattes metric of one pyramid level: fixed samples (world positions and fixed bins)
-/// and the moving interpolant.
-pub struct MutualInformation {
+/// The fixed side of the Mattes metric at one pyramid level: sample positions and their
+/// fixed-image bins. Depends on the fixed image only, so one serves every moving image.
+pub struct MiFixed {
     /// World position of each sample.
     pos: Vec<Vector3<f64>>,
     /// Continuous fixed bin of each sample.
     fbin: Vec<f64>,
-    moving: BSpline,
-    mdims: [usize; 3],
-    /// World → moving voxel.
-    minv: Matrix4<f64>,
-    mmap: BinMap,
-    centre: Vector3<f64>,
-    bins: usize,
-    /// The family whose Jacobian rows are accumulated (see [`TransformKind::row_kind`]).
-    row_kind: TransformKind,
 }
 
-/// Per-sample result of the histogram pass, kept for the gradient pass.
-#[derive(Clone, Copy)]
-struct SampleDeriv {
-    /// Moving bin; NaN when the sample maps outside the moving image.
-    mbin: f64,
-    /// ∂(moving bin)/∂x in fixed world coordinates; zero when the bin was clamped.
-    g: [f64; 3],
-}
-
-impl MutualInformation {
-    /// The metric over the lattice voxels `pts` (fixed voxel indices, every `shrink` voxels)
-    /// of the smoothed images `fdata` (on `fixed`) and `mdata` (on `moving`). `minv` maps
-    /// world to moving voxels; `t` (the current estimate) sets the moving intensity range;
-    /// `centre` is the increments' centre and `kind` the family searched.
-    #[allow(clippy::too_many_arguments)] // one level's inputs, assembled by the driver only
+impl MiFixed {
+    /// Samples at the lattice voxels `pts` (fixed voxel indices, every `shrink` voxels) of the
+    /// smoothed fixed image `fdata` on `fixed`, each moved by its jitter offset.
     pub fn new(
         fixed: &Grid,
         fdata: &[f32],
         pts: &[[usize; 3]],
         shrink: usize,
-        moving: &Grid,
-        mdata: &[f32],
-        minv: &Matrix4<f64>,
-        t: &Matrix4<f64>,
-        centre: &Vector3<f64>,
-        kind: TransformKind,
         settings: &MiSettings,
-    ) -> Result<MutualInformation> {
+    ) -> MiFixed {
         let g = fixed;
         // Sample positions: lattice voxels, each moved by a fixed pseudo-random offset within
         // its lattice cell when `jitter` is on (the fixed image is then interpolated too).
@@ -232,10 +205,63 @@ impl MutualInformation {
         let fvals = fv.clone();
         let fmap = BinMap::new(&mut fv, settings.percentiles, settings.bins);
         let fbin = fvals.iter().map(|&v| fmap.map(v).0).collect();
+        MiFixed { pos, fbin }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.pos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos.is_empty()
+    }
+}
+
+/// The Mattes metric of one pyramid level: the prepared fixed samples and the moving
+/// interpolant.
+pub struct MutualInformation<'a> {
+    fixed: &'a MiFixed,
+    moving: BSpline,
+    mdims: [usize; 3],
+    /// World → moving voxel.
+    minv: Matrix4<f64>,
+    mmap: BinMap,
+    centre: Vector3<f64>,
+    bins: usize,
+    /// The family whose Jacobian rows are accumulated (see [`TransformKind::row_kind`]).
+    row_kind: TransformKind,
+}
+
+/// Per-sample result of the histogram pass, kept for the gradient pass.
+#[derive(Clone, Copy)]
+struct SampleDeriv {
+    /// Moving bin; NaN when the sample maps outside the moving image.
+    mbin: f64,
+    /// ∂(moving bin)/∂x in fixed world coordinates; zero when the bin was clamped.
+    g: [f64; 3],
+}
+
+impl<'a> MutualInformation<'a> {
+    /// The metric of the smoothed moving image `mdata` (on `moving`) against the prepared
+    /// fixed samples. `minv` maps world to moving voxels; `t` (the current estimate) sets the
+    /// moving intensity range; `centre` is the increments' centre and `kind` the family.
+    #[allow(clippy::too_many_arguments)] // one level's inputs, assembled by the driver only
+    pub fn new(
+        fixed: &'a MiFixed,
+        moving: &Grid,
+        mdata: &[f32],
+        minv: &Matrix4<f64>,
+        t: &Matrix4<f64>,
+        centre: &Vector3<f64>,
+        kind: TransformKind,
+        settings: &MiSettings,
+    ) -> Result<MutualInformation<'a>> {
         let spline = BSpline::new(mdata, moving.dims);
         // moving intensities at the current estimate set the moving bin range
         let v = minv * t;
-        let mut mv: Vec<f64> = pos
+        let mut mv: Vec<f64> = fixed
+            .pos
             .iter()
             .filter_map(|x| {
                 let y = v.transform_point(&(*x).into());
@@ -249,8 +275,7 @@ impl MutualInformation {
         }
         let mmap = BinMap::new(&mut mv, settings.percentiles, settings.bins);
         Ok(MutualInformation {
-            pos,
-            fbin,
+            fixed,
             moving: spline,
             mdims: moving.dims,
             minv: *minv,
@@ -259,15 +284,6 @@ impl MutualInformation {
             bins: settings.bins,
             row_kind: kind.row_kind(),
         })
-    }
-
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.pos.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pos.is_empty()
     }
 
     /// Mutual information (nats) at `t` and its gradient with respect to the row kind's
@@ -280,9 +296,10 @@ impl MutualInformation {
         let mmap = self.mmap;
         // pass 1: joint histogram (per chunk, reduced in order) and per-sample derivatives
         let parts: Vec<(Vec<f64>, Vec<SampleDeriv>)> = self
+            .fixed
             .pos
             .par_chunks(CHUNK)
-            .zip(self.fbin.par_chunks(CHUNK))
+            .zip(self.fixed.fbin.par_chunks(CHUNK))
             .map(|(pos, fbin)| {
                 let mut h = vec![0.0; b * b];
                 let mut ds = Vec::with_capacity(pos.len());
@@ -353,8 +370,8 @@ impl MutualInformation {
             .par_iter()
             .enumerate()
             .map(|(ci, (_, ds))| {
-                let fbin = &self.fbin[ci * CHUNK..];
-                let pos = &self.pos[ci * CHUNK..];
+                let fbin = &self.fixed.fbin[ci * CHUNK..];
+                let pos = &self.fixed.pos[ci * CHUNK..];
                 let mut g = [0.0; 12];
                 let mut jac = [0.0; 12];
                 for ((s, &fb), x) in ds.iter().zip(fbin).zip(pos) {
@@ -394,7 +411,7 @@ impl MutualInformation {
     }
 }
 
-impl Metric for MutualInformation {
+impl Metric for MutualInformation<'_> {
     /// The cost is −MI.
     fn value_and_derivative(&self, t: &Matrix4<f64>, inc: &Increment) -> (f64, DVector<f64>) {
         let (mi, g) = self.mutual_information(t);
