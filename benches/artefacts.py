@@ -4,7 +4,7 @@
 Every figure in benches/README.md's "Artefacts" section comes from this script. It simulates
 fixed-seed phantoms with `nifreeze-rs simulate` (artefacts switched on), runs `estimate`, and
 scores the result against the simulator's truth with `nifreeze-rs compare` (the measure of
-../shared/tools/score.py) and, for the shared phantoms, score.py itself.
+../shared/tools/score.py, checked equal to it in tests/compare.rs).
 
 Suites (`--suite`, repeatable; default all):
   bench-dropouts  the shared bench (another generator) with dropouts and drift added to its
@@ -104,7 +104,7 @@ def dropout_volume_ratio(phantom, report):
     with_drop = np.array([k in drop for k in range(len(err))])
     a = err[with_drop & dw]
     b = err[~with_drop & dw]
-    return float(a.mean()), float(b.mean()), float(a.max())
+    return float(a.mean()), float(b.mean())
 
 
 def read_matrices(path):
@@ -184,14 +184,6 @@ def read_motion_truth(phantom):
     return read_matrices(rigid if os.path.exists(rigid) else os.path.join(phantom, "truth.tsv"))
 
 
-def score_py(shared, phantom, est):
-    r = subprocess.run([sys.executable, os.path.join(shared, "tools", "score.py"), phantom,
-                        os.path.join(est, "motion.tsv"), "--json"], capture_output=True, text=True)
-    if r.returncode != 0:
-        return None
-    return json.loads(r.stdout)
-
-
 def fmt(x, d=3):
     return "—" if x is None else f"{x:.{d}f}"
 
@@ -212,7 +204,7 @@ def suite_outliers(a, lines):
         wall = estimate(ph, er, ["--model", "dti", "--repol"], a.jobs)
         estimate(ph, ep, ["--model", "dti"], a.jobs)
         rep = compare(ph, er)
-        d, o, _ = dropout_volume_ratio(ph, rep)
+        d, o = dropout_volume_ratio(ph, rep)
         det = rep.get("dropout_detection", {})
         rms, n = repol_errors(ph, er, ep)
         m = rep["aligned_mean_mm"]
@@ -239,7 +231,7 @@ def suite_outliers(a, lines):
             lines.append(f"| {name} (clean) | {fmt(m['median'])} / {fmt(m['max'])} | | | | | "
                          f"{extra} | {wall:.0f} |")
         else:
-            d, o, _ = dropout_volume_ratio(ph, rep)
+            d, o = dropout_volume_ratio(ph, rep)
             lines.append(f"| {name} (eddy) | {fmt(m['median'])} / {fmt(m['max'])} | {fmt(d)} / "
                          f"{fmt(o)} | {fmt(d / o, 2)} | {fmt(det.get('recall'), 2)} | "
                          f"{fmt(det.get('precision'), 2)} | | {wall:.0f} |")
@@ -314,7 +306,7 @@ def suite_bench_dropouts(a, lines):
         est = os.path.join(a.work, f"benchdrop{seed}_est")
         wall = estimate(ph, est, ["--model", "dti", "--no-resample"], a.jobs)
         rep = compare(ph, est)
-        d, o, _ = dropout_volume_ratio(ph, rep)
+        d, o = dropout_volume_ratio(ph, rep)
         det = rep.get("dropout_detection", {})
         m = rep["aligned_mean_mm"]
         lines.append(f"| bench + dropouts, seed {seed} | {fmt(m['median'])} / {fmt(m['max'])} | "

@@ -23,7 +23,13 @@ pub struct EddyPlan {
 /// Resolve `--eddy-outputs`: a relative prefix lies in the output folder; its folder must
 /// exist and no file written may be an input. The phase-encode axis comes from the series'
 /// JSON sidecar (`PhaseEncodingDirection`); without one, `j` is assumed with a warning.
-pub fn plan_eddy(args: &EstimateArgs, out: &OutputFolder) -> Result<Option<EddyPlan>> {
+/// `model_pe_axis` is the axis the eddy-current model already resolved (with its own warning),
+/// when `--transform eddy`.
+pub fn plan_eddy(
+    args: &EstimateArgs,
+    out: &OutputFolder,
+    model_pe_axis: Option<usize>,
+) -> Result<Option<EddyPlan>> {
     let Some(given) = &args.eddy_outputs else {
         return Ok(None);
     };
@@ -49,13 +55,11 @@ pub fn plan_eddy(args: &EstimateArgs, out: &OutputFolder) -> Result<Option<EddyP
     for f in eddy_files::file_names(&prefix, true, true) {
         out.check_external(&f)?;
     }
-    let pe_axis = match args
-        .pe_dir
-        .map(|p| p.axis)
+    let pe_axis = match model_pe_axis
+        .or(args.pe_dir.map(|p| p.axis))
         .or_else(|| bids::phase_encoding_axis(&args.dwi))
     {
         Some(a) => a,
-        None if args.transform == crate::cli::TransformChoice::Eddy => 1, // warned once already
         None => {
             super::console::warn(&format!(
                 "no PhaseEncodingDirection in {}; \

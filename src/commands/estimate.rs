@@ -39,12 +39,12 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     }
     let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(r, p)| (*r, p.as_path())).collect();
     let mut out = OutputFolder::prepare(&args.out, &inputs, args.force)?;
-    let eddy_plan = super::dropin::plan_eddy(args, &out)?;
-    let bids_plan = super::dropin::plan_bids(args, &out)?;
     let pe = match args.transform {
         TransformChoice::Eddy => Some(phase_encoding(args.pe_dir, &args.dwi)?),
         _ => None,
     };
+    let eddy_plan = super::dropin::plan_eddy(args, &out, pe.as_ref().map(|(p, _)| p.axis))?;
+    let bids_plan = super::dropin::plan_bids(args, &out)?;
 
     let t = timeline.mark();
     let dwi = load_dwi(

@@ -26,17 +26,19 @@ pub fn sidecar_json(path: &Path) -> PathBuf {
 /// The sidecar's `PhaseEncodingDirection` (`i`, `j`, `k`, optionally with `-`) as a voxel axis
 /// 0, 1, 2. `None` when there is no sidecar, no such field, or a value BIDS does not define.
 pub fn phase_encoding_axis(path: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(sidecar_json(path)).ok()?;
-    let json: Value = serde_json::from_str(&text).ok()?;
-    parse_phase_encoding(json.get("PhaseEncodingDirection")?.as_str()?)
+    sidecar_axis(path, "PhaseEncodingDirection")
 }
 
 /// The sidecar's `SliceEncodingDirection` as a voxel axis 0, 1, 2 (the axis slices were
 /// acquired along); `None` when absent or not a BIDS value.
 pub fn slice_encoding_axis(path: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(sidecar_json(path)).ok()?;
-    let json: Value = serde_json::from_str(&text).ok()?;
-    parse_phase_encoding(json.get("SliceEncodingDirection")?.as_str()?)
+    sidecar_axis(path, "SliceEncodingDirection")
+}
+
+/// A BIDS direction field of the sidecar as a voxel axis; `None` on any failure.
+fn sidecar_axis(path: &Path, key: &str) -> Option<usize> {
+    let (_, json) = read_sidecar(path, "").ok()??;
+    parse_phase_encoding(json.get(key)?.as_str()?)
 }
 
 /// The sidecar's `TotalReadoutTime` (seconds): `Ok(None)` when there is no sidecar or no such
