@@ -16,21 +16,17 @@
 # 1 if any estimate/compare failed unexpectedly.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WORK=${WORK:-/tmp/nifreeze-eval}
 JOBS=${JOBS:-2}
 CASES=${CASES:-"baseline 2mm3shell oblique_flip oblique single_shell large_motion bench"}
 MODELS=${MODELS:-"dti dki"}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 SHARED="$ROOT/../shared"
-BIN="$ROOT/target/release/nifreeze-rs"
 TIME=/usr/bin/time
 
-cd "$ROOT"
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-    cargo build --release --offline 2>&1 | tail -n 1
-fi
-[[ -x "$BIN" ]] || { echo "missing $BIN (build failed?)" >&2; exit 1; }
+build_release
 [[ -x "$TIME" ]] || { echo "missing $TIME (GNU time)" >&2; exit 1; }
 mkdir -p "$WORK"
 

@@ -19,21 +19,17 @@
 # Exit status 0 when every run and score succeeded, 1 otherwise (the table shows which).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CASES=${CASES:-"bench 2mm3shell large_motion"}
 CONFIGS=${CONFIGS:-"dti:1 dti:2 dki:1 dki:2"}
 JOBS=${JOBS:-2}
 WORK=${WORK:-/tmp/nifreeze-readme-tables}
 OUT=${OUT:-$ROOT/benches/readme_tables.md}
 SHARED=${SHARED:-$ROOT/../shared}
-BIN="$ROOT/target/release/nifreeze-rs"
 SCORE="$SHARED/tools/score.py"
 
-cd "$ROOT"
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-    cargo build --release --offline 2>&1 | tail -n 1
-fi
-[[ -x "$BIN" ]] || { echo "missing $BIN (build failed?)" >&2; exit 1; }
+build_release
 [[ -f "$SCORE" ]] || { echo "missing $SCORE (the shared reference scorer)" >&2; exit 1; }
 mkdir -p "$WORK"
 

@@ -19,20 +19,16 @@
 # Exit status 0 when every run succeeded.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CASES=${CASES:-"bench:dti bench:dki ukb:dki"}
 LABEL=${LABEL:-latest}
 JOBS=${JOBS:-2}
 WORK=${WORK:-/tmp/nifreeze-stages}
 SHARED=${SHARED:-$ROOT/../shared}
-BIN="$ROOT/target/release/nifreeze-rs"
 SCORE="$SHARED/tools/score.py"
 
-cd "$ROOT"
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-    cargo build --release --offline 2>&1 | tail -n 1
-fi
-[[ -x "$BIN" ]] || { echo "missing $BIN (build failed?)" >&2; exit 1; }
+build_release
 [[ -x /usr/bin/time ]] || { echo "missing /usr/bin/time (GNU time)" >&2; exit 1; }
 mkdir -p "$WORK/out"
 
