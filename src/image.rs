@@ -150,6 +150,22 @@ impl MaskedSeries {
         &self.data[k * n..(k + 1) * n]
     }
 
+    /// The series of volumes `keep` (in that order), at the same voxels.
+    pub fn select(&self, keep: &[usize]) -> MaskedSeries {
+        let n = self.voxels.len();
+        let mut data = Vec::with_capacity(n * keep.len());
+        for &k in keep {
+            data.extend_from_slice(self.volume(k));
+        }
+        MaskedSeries {
+            grid: self.grid.clone(),
+            n_volumes: keep.len(),
+            voxels: self.voxels.clone(),
+            position: self.position.clone(),
+            data,
+        }
+    }
+
     /// Volume `k` at grid voxel `l`; 0 where the voxel is not held.
     #[inline]
     pub fn get(&self, k: usize, l: usize) -> f32 {
