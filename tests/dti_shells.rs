@@ -8,7 +8,7 @@ use nifreeze::estimate::{fit_groups, realign_at};
 use nifreeze::image::{Series, Volume};
 use nifreeze::io::gradients::{shells, GradientTable};
 use nifreeze::mask::dilate;
-use nifreeze::model::{EngineOptions, FitMethod, LovoEngine, ModelKind};
+use nifreeze::model::{FitMethod, Model, ModelKind};
 use nifreeze::registration::{register, RegistrationConfig};
 use nifreeze::simulate::{simulate, SimParams};
 
@@ -33,25 +33,17 @@ fn per_shell_dti_predicts_the_lower_shell_without_the_joint_fits_bias() {
     let shell_list = shells(table, 50.0);
     let fit_mask = dilate(&sim.mask, 2);
     let data = realign_at(&series, &vec![Matrix4::identity(); n], &fit_mask.indices());
-    let options = EngineOptions {
-        ignore_b0: false,
-        s0_sample: true,
-    };
     let engine = |fit: &[usize]| {
         let g = GradientTable {
             bvals: fit.iter().map(|&k| table.bvals[k]).collect(),
             bvecs: fit.iter().map(|&k| table.bvecs[k]).collect(),
         };
-        LovoEngine::from_masked(
-            &data.select(fit),
-            &g,
-            &fit_mask,
-            ModelKind::Dti,
-            FitMethod::Wls,
-            50.0,
-            options,
-        )
-        .unwrap()
+        Model::new(ModelKind::Dti)
+            .fit_method(FitMethod::Wls)
+            .b0_threshold(50.0)
+            .s0_sample(true)
+            .leave_one_out(&data.select(fit), &g, &fit_mask)
+            .unwrap()
     };
     let groups = fit_groups(ModelKind::Dti, &shell_list, &b0);
     let low = &shell_list[0];
