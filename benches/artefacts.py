@@ -8,8 +8,8 @@ scores the result against the simulator's truth with `nifreeze-rs compare` (the 
 
 Suites (`--suite`, repeatable; default all):
   bench-dropouts  the shared bench (another generator) with dropouts and drift added to its
-            acquired data by this script, 3 seeds: accuracy and detection against the 0.029 /
-            0.059 mm the same phantom gives without them.
+            acquired data by this script, 3 seeds: accuracy and detection against the 0.023 /
+            0.058 mm the same phantom gives without them.
   outliers  3 seeds of the bench design with 10 % dropout volumes and a 5 % drift, no eddy
             currents, `--transform rigid`: motion accuracy (all volumes, dropout volumes vs the
             others), dropout detection recall/precision, and whether `--repol` brings the
@@ -292,7 +292,7 @@ def inject(shared, work, seed):
 
 def suite_bench_dropouts(a, lines):
     lines += ["### Outliers and drift (issue 11): the shared bench with dropouts and drift added",
-              "", "The shared bench phantom (another generator; 0.029 / 0.059 mm without "
+              "", "The shared bench phantom (another generator; 0.023 / 0.058 mm without "
               "artefacts with the same options, 0 outlier slices) with 10 % dropout volumes (1–3 interleaved slices at 5–40 %) and a 5 % "
               "drift added to its acquired data, 3 seeds; `estimate --model dti --transform "
               "rigid --no-resample`.", "",

@@ -16,7 +16,7 @@ use nifreeze::simulate::{simulate, SimParams};
 fn per_shell_dti_predicts_the_lower_shell_without_the_joint_fits_bias() {
     let sim = simulate(&SimParams {
         seed: 5,
-        shells: vec![(1000.0, 16), (2000.0, 16)],
+        shells: vec![(1000.0, 20), (2000.0, 20)],
         n_b0: 3,
         voxel_size: 4.0,
         snr: 0.0,
@@ -115,17 +115,17 @@ fn dki_and_single_shells_fit_everything_together_and_dti_splits_below_the_top_sh
         indices: idx.collect(),
     };
     let b0 = vec![0, 1];
-    let two = vec![shell(1000.0, 2..18), shell(2000.0, 18..34)];
+    let two = vec![shell(1000.0, 2..34), shell(2000.0, 34..66)];
     let g = fit_groups(ModelKind::Dki, &two, &b0);
     assert_eq!(g.len(), 1);
-    assert_eq!(g[0].fit, (0..34).collect::<Vec<_>>());
-    assert_eq!(g[0].predict, (2..34).collect::<Vec<_>>());
+    assert_eq!(g[0].fit, (0..66).collect::<Vec<_>>());
+    assert_eq!(g[0].predict, (2..66).collect::<Vec<_>>());
     let g = fit_groups(ModelKind::Dti, &two, &b0);
     assert_eq!(g.len(), 2);
-    assert_eq!(g[0].fit, [vec![0, 1], (2..18).collect()].concat());
-    assert_eq!(g[0].predict, (2..18).collect::<Vec<_>>());
-    assert_eq!(g[1].fit, (0..34).collect::<Vec<_>>());
-    assert_eq!(g[1].predict, (18..34).collect::<Vec<_>>());
+    assert_eq!(g[0].fit, [vec![0, 1], (2..34).collect()].concat());
+    assert_eq!(g[0].predict, (2..34).collect::<Vec<_>>());
+    assert_eq!(g[1].fit, (0..66).collect::<Vec<_>>());
+    assert_eq!(g[1].predict, (34..66).collect::<Vec<_>>());
     let one = vec![shell(1000.0, 2..34)];
     let g = fit_groups(ModelKind::Dti, &one, &b0);
     assert_eq!((g.len(), g[0].fit.len()), (1, 34));

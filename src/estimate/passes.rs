@@ -228,11 +228,12 @@ impl<'r> Predictor<'r> {
 }
 
 /// Fewest volumes a shell needs to be fitted on its own by DTI (with the b=0 volumes): with
-/// one left out, 15 samples and S0 for the 7 parameters. Smaller shells are predicted from all
-/// diffusion-weighted volumes together. At 12 (11 samples and S0) the prediction was noisy
-/// enough to flag a false outlier slice on the 4 mm sample (`--transform eddy`); 16 per shell
-/// (the simulated three-shell phantom) still gained (b=1000 median 0.095 → 0.083 mm).
-pub const DTI_MIN_SHELL_VOLUMES: usize = 16;
+/// one left out, 19 samples and S0 for the 7 parameters. Smaller shells are predicted from all
+/// diffusion-weighted volumes together. Fewer cost more than they gained: at 12 per shell the
+/// prediction flagged a false outlier slice on the 4 mm sample (`--transform eddy`); at 16 per
+/// shell the 2 mm three-shell phantom gained (b=1000 median 0.095 → 0.083 mm) but a 5 mm
+/// phantom lost dropout detection (recall and precision 1.00 → 0.91, tests/outliers.rs).
+pub const DTI_MIN_SHELL_VOLUMES: usize = 20;
 
 /// Volumes fitted together (`fit`: 4-D indices, ascending, b=0 volumes included) and the
 /// diffusion-weighted volumes predicted from that fit (`predict`).

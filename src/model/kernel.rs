@@ -9,8 +9,6 @@
 //! lane, its group, the chunking or the CPU features: the AVX2 build of the same code gives
 //! bit-identical numbers to the baseline build, just more lanes per instruction.
 
-#![allow(clippy::needless_range_loop)]
-
 /// Voxels per group.
 pub const LANES: usize = 4;
 type V = [f64; LANES];
@@ -152,9 +150,9 @@ fn fit_group_body<const P: usize>(
     // Lane-interleave the log-signals; idle lanes repeat voxel 0 (finite, results unused).
     for c in 0..nc {
         let mut v = [0.0; LANES];
-        for l in 0..LANES {
+        for (l, v) in v.iter_mut().enumerate() {
             let src = if l < g { l } else { 0 };
-            v[l] = y[src * nc + c];
+            *v = y[src * nc + c];
         }
         sc.y[c] = v;
     }
@@ -168,8 +166,8 @@ fn fit_group_body<const P: usize>(
         let mut fmax = [f64::NEG_INFINITY; LANES];
         for c in 0..nc {
             if c != fd.h {
-                for l in 0..LANES {
-                    fmax[l] = fmax[l].max(sc.w[c][l]);
+                for (f, &w) in fmax.iter_mut().zip(&sc.w[c]) {
+                    *f = f.max(w);
                 }
             }
         }
