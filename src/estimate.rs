@@ -19,7 +19,8 @@ use crate::drift::Drift;
 use crate::image::{Grid, Mask, MaskedSeries, Series, Volume};
 use crate::io::gradients::{check_usable, shells, GradientTable, Shell};
 use crate::mask::dilate;
-use crate::model::{requirements, EngineOptions, FitMethod, LovoEngine, ModelKind};
+use crate::model::batch::predict_masked;
+use crate::model::{requirements, EngineOptions, FitMethod, ModelKind};
 use crate::outliers::{detect, slice_sums, OutlierConfig, OutlierTable, SliceSums};
 use crate::registration::eddy::{second_level_field, split_constant, EddyModel, EddyParams};
 use crate::registration::interpolate::BSpline;
@@ -630,7 +631,8 @@ pub fn estimate(
                 ignore_b0: cfg.ignore_b0,
                 s0_sample: true,
             };
-            let e = LovoEngine::from_masked(
+            // the fitted voxels a batch at a time: one batch's f64 log-signals in memory
+            let values = predict_masked(
                 &data,
                 &gradients,
                 &fit_mask,
@@ -638,13 +640,12 @@ pub fn estimate(
                 cfg.fit_method,
                 cfg.b0_threshold,
                 options,
+                &order,
             )?;
             let predictions = order
                 .par_iter()
-                .map(|&h| {
-                    let full = e.predict(h)?;
-                    let mut p: Vec<f32> = fit_voxels.iter().map(|&l| full.data[l]).collect();
-                    drop(full);
+                .zip(values)
+                .map(|(&h, mut p)| {
                     let mates: Vec<usize> = shell_list
                         .iter()
                         .find(|s| s.indices.contains(&h))

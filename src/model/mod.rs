@@ -6,6 +6,7 @@
 //! WLS normal matrices built from a handful of weighted moments, a small Cholesky per voxel.
 //! See [`engine::LovoEngine`].
 
+pub mod batch;
 pub mod design;
 pub mod engine;
 pub mod kernel;
