@@ -691,6 +691,14 @@ pub fn estimate(
             outliers = Some(found);
         }
         let t_reg = timeline.mark();
+        // Every volume starts near its answer after the bootstrap (rigid; the eddy-current
+        // field starts at 0) or an earlier pass: the finest level only.
+        let pass_registration =
+            if pass > 1 || (!b0.is_empty() && cfg.registration.kind == TransformKind::Rigid) {
+                cfg.registration.refinement()
+            } else {
+                cfg.registration.clone()
+            };
         // Without a model the target has b=0 contrast: mutual information, searching the
         // family asked for (it used to be rigid whatever --transform said).
         let b0_model_registration =
@@ -713,7 +721,7 @@ pub fn estimate(
                 // leaves out every point that lands on them.
                 let excluded = outliers
                     .as_ref()
-                    .and_then(|o| o.excluded_mask(h, mask, &transforms[h], &cfg.registration));
+                    .and_then(|o| o.excluded_mask(h, mask, &transforms[h], &pass_registration));
                 if outliers
                     .as_ref()
                     .is_some_and(|o| o.table.broken_volumes.contains(&h))
@@ -731,7 +739,7 @@ pub fn estimate(
                         &moving,
                         Some(mask),
                         &transforms[h],
-                        &cfg.registration,
+                        &pass_registration,
                     )?,
                     (None, _) => register(
                         target,
