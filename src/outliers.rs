@@ -26,6 +26,8 @@
 //! or with (almost) no signal where the prediction has some, is broken as a whole: all its
 //! judged slices are outliers.
 
+use crate::stats;
+
 /// Settings of the detection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutlierConfig {
@@ -176,19 +178,6 @@ impl OutlierTable {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        0.5 * (v[m - 1] + v[m])
-    }
-}
-
 /// Detect outlier slices. `sums[v]` are the slice sums of volume v (None: not judged, e.g.
 /// b=0 volumes); `shells` groups volume indices whose slices are standardised together;
 /// `bvals` gives each volume's b-value for the table.
@@ -236,15 +225,18 @@ pub fn detect(
         let ratio = contrast;
         let mut centre = vec![0.0; n_slices];
         let mut scale = vec![0.0; n_slices];
+        // (crate::stats::median: a slice judged in no volume has no centre, NaN, and is
+        // never scored; only judged slices, with finite ratios, are)
         for sl in 0..n_slices {
             let mut r: Vec<f64> = shell.iter().filter_map(|&v| ratio(v, sl)).collect();
-            let m = median(&mut r);
+            let m = stats::median(&mut r);
             let mut dev: Vec<f64> = r.iter().map(|x| (x - m).abs()).collect();
             centre[sl] = m;
-            scale[sl] = 1.4826 * median(&mut dev);
+            scale[sl] = 1.4826 * stats::median(&mut dev);
         }
         let mut positive: Vec<f64> = scale.iter().copied().filter(|&s| s > 0.0).collect();
-        let floor = SCALE_FLOOR * median(&mut positive);
+        // no positive scale: NaN, and `max` below keeps the slice's own scale (0)
+        let floor = SCALE_FLOOR * stats::median(&mut positive);
         for &v in shell {
             let Some(s) = sums[v].as_ref() else { continue };
             let mut n_judged = 0;

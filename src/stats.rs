@@ -20,6 +20,30 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The [`median`] of every voxel over `samples`: `get(sample, voxel)` reads one value.
+/// Voxels are processed in parallel, in chunks (the result does not depend on the chunking).
+pub fn voxelwise_median(
+    n_voxels: usize,
+    samples: &[usize],
+    get: impl Fn(usize, usize) -> f64 + Sync,
+) -> Vec<f64> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 4096;
+    let mut out = vec![0.0f64; n_voxels];
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut buf = Vec::with_capacity(samples.len());
+            for (i, o) in chunk.iter_mut().enumerate() {
+                let l = c * CHUNK + i;
+                buf.clear();
+                buf.extend(samples.iter().map(|&k| get(k, l)));
+                *o = median(&mut buf);
+            }
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::median;

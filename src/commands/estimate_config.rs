@@ -79,3 +79,25 @@ impl TryFrom<&EstimateArgs> for EstimateConfig {
         })
     }
 }
+
+impl EstimateConfig {
+    /// Complete what needs the series: the outlier slices follow the acquisition's slice axis
+    /// (BIDS sidecar of `dwi`, else the third voxel axis) and how much brain a slice needs to
+    /// be judged depends on the in-plane voxel size; the eddy-current model's phase-encode
+    /// axis `pe` is a voxel axis, whose scanner direction needs the grid.
+    pub fn complete_for_series(
+        &mut self,
+        grid: &crate::image::Grid,
+        dwi: &std::path::Path,
+        pe: Option<&crate::io::bids::PhaseEncoding>,
+    ) {
+        let slice_axis = crate::io::bids::slice_encoding_axis(dwi).unwrap_or(2);
+        self.outliers = self.outliers.take().map(|o| OutlierConfig {
+            threshold: o.threshold,
+            ..OutlierConfig::for_grid(grid.voxel_sizes(), slice_axis)
+        });
+        if let Some(p) = pe {
+            self.registration = RegistrationConfig::eddy(p.world(grid).into());
+        }
+    }
+}

@@ -6,6 +6,7 @@ pub mod console;
 mod dropin;
 mod estimate;
 mod estimate_config;
+mod estimate_output;
 mod info;
 mod input;
 mod predict;

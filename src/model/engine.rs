@@ -622,19 +622,7 @@ pub fn median_b0(series: &Series, gradients: &GradientTable, b0_threshold: f64) 
 /// Voxelwise median of the given volumes ([`crate::stats::median`]: mean of the middle two for
 /// an even count, NaN samples ignored, NaN when all are).
 fn median_volumes<S: Samples>(series: &S, vols: &[usize]) -> Vec<f64> {
-    let nvox = series.grid().len();
-    let mut out = vec![0.0f64; nvox];
-    out.par_chunks_mut(4096).enumerate().for_each(|(ci, oc)| {
-        let mut buf = vec![0.0f64; vols.len()];
-        for (i, o) in oc.iter_mut().enumerate() {
-            let l = ci * 4096 + i;
-            for (b, &k) in buf.iter_mut().zip(vols) {
-                *b = series.get(k, l);
-            }
-            *o = crate::stats::median(&mut buf);
-        }
-    });
-    out
+    crate::stats::voxelwise_median(series.grid().len(), vols, |k, l| series.get(k, l))
 }
 
 /// nifreeze's S0 without b=0: `round(percentile(data[mask], 98))` over the diffusion-weighted
