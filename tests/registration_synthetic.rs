@@ -468,5 +468,10 @@ fn refinement_from_a_near_start_matches_the_full_pyramid() {
     );
     assert!(ea <= 0.02 && eb <= 0.02, "full {ea} mm, refinement {eb} mm");
     assert!(mean_error(&a.matrix, &b.matrix, &m) < 0.005);
-    assert!(b.iterations < a.iterations, "{} vs {}", b.iterations, a.iterations);
+    assert!(
+        b.iterations < a.iterations,
+        "{} vs {}",
+        b.iterations,
+        a.iterations
+    );
 }
