@@ -23,7 +23,7 @@ use nalgebra::Matrix4;
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::gradients::{read_mrtrix, shells, GradientTable};
 use nifreeze::io::nifti::{read_mask, read_series};
-use nifreeze::model::{EngineOptions, FitMethod, LovoEngine, ModelKind};
+use nifreeze::model::{FitMethod, Model, ModelKind};
 use nifreeze::registration::{register, resample, Interpolation, RegistrationConfig};
 use nifreeze::report::rotate_bvecs;
 use std::path::Path;
@@ -131,19 +131,11 @@ fn run(dir: &Path, kind: ModelKind) {
             } else {
                 kind
             };
-            let e = LovoEngine::with_options(
-                &sub,
-                &g,
-                &fit_mask,
-                kind_here,
-                FitMethod::Wls,
-                50.0,
-                EngineOptions {
-                    ignore_b0: false,
-                    s0_sample: true,
-                },
-            )
-            .unwrap();
+            let e = Model::new(kind_here)
+                .fit_method(FitMethod::Wls)
+                .s0_sample(true)
+                .leave_one_out(&sub, &g, &fit_mask)
+                .unwrap();
             let p = e.predict(h).unwrap();
             for (a, &v) in acc.iter_mut().zip(&p.data) {
                 *a += if v.is_finite() {

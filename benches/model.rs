@@ -3,9 +3,9 @@
 //! Run: `cargo bench --bench model` (skips when ../shared is missing).
 //! Optional env: MODEL_BENCH_FOLDS (default 3), MODEL_BENCH_PLAIN=0 to skip the plain route.
 
-use nifreeze::cli::GradientArgs;
+use nifreeze::io::gradients::GradientArgs;
 use nifreeze::io::{gradients, nifti};
-use nifreeze::model::{FitMethod, LovoEngine, ModelKind};
+use nifreeze::model::{FitMethod, Model, ModelKind};
 use std::path::Path;
 use std::time::Instant;
 
@@ -70,7 +70,7 @@ fn main() {
             for j in [1usize, 2] {
                 pool(j).install(|| {
                     let t = Instant::now();
-                    let e = LovoEngine::new(&series, &g.table, &mask, kind, method, 50.0)
+                    let e = Model::new(kind).fit_method(method).leave_one_out(&series, &g.table, &mask)
                         .expect("engine");
                     let t_new = t.elapsed().as_secs_f64();
                     let dw = e.dw_indices().to_vec();
@@ -91,7 +91,7 @@ fn main() {
             }
             if plain && method == FitMethod::Wls {
                 pool(1).install(|| {
-                    let e = LovoEngine::new(&series, &g.table, &mask, kind, method, 50.0)
+                    let e = Model::new(kind).fit_method(method).leave_one_out(&series, &g.table, &mask)
                         .expect("engine");
                     let k = e.dw_indices()[0];
                     let t = Instant::now();

@@ -187,52 +187,7 @@ pub enum Command {
     Compare(CompareArgs),
 }
 
-/// Where the gradient table comes from. Without any of these, BIDS sidecars next to the
-/// DWI file are used: `<stem>.bval` + `<stem>.bvec`, else `<stem>.b`.
-#[derive(Args, Debug, Clone, Default)]
-pub struct GradientArgs {
-    /// FSL b-values file (use with --bvec).
-    #[arg(
-        long,
-        visible_alias = "bvals",
-        value_name = "FILE",
-        requires = "bvec",
-        conflicts_with_all = ["grad", "fslgrad"]
-    )]
-    pub bval: Option<PathBuf>,
-    /// FSL b-vectors file, image axes (use with --bval).
-    #[arg(
-        long,
-        visible_alias = "bvecs",
-        value_name = "FILE",
-        requires = "bval",
-        conflicts_with_all = ["grad", "fslgrad"]
-    )]
-    pub bvec: Option<PathBuf>,
-    /// FSL b-vectors and b-values files, in MRtrix's order (`-fslgrad bvecs bvals`).
-    #[arg(long, num_args = 2, value_names = ["BVECS", "BVALS"], conflicts_with = "grad")]
-    pub fslgrad: Option<Vec<PathBuf>>,
-    /// MRtrix b-table: one row `x y z b` per volume, scanner RAS, b in s/mm².
-    #[arg(long, value_name = "FILE")]
-    pub grad: Option<PathBuf>,
-    /// Volumes with b at or below this (s/mm²) are b=0 references.
-    #[arg(long, value_name = "B", default_value_t = 50.0)]
-    pub b0_threshold: f64,
-    /// Allow series without b=0 volumes (S0 = 98th percentile of the masked data).
-    #[arg(long)]
-    pub ignore_b0: bool,
-}
-
-impl GradientArgs {
-    /// The FSL (bval, bvec) pair, from --bval/--bvec or from --fslgrad (given bvecs first).
-    pub fn fsl_files(&self) -> Option<(&PathBuf, &PathBuf)> {
-        match (&self.bval, &self.bvec, &self.fslgrad) {
-            (Some(bval), Some(bvec), _) => Some((bval, bvec)),
-            (_, _, Some(pair)) if pair.len() == 2 => Some((&pair[1], &pair[0])),
-            _ => None,
-        }
-    }
-}
+pub use nifreeze::io::gradients::GradientArgs;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -323,8 +278,8 @@ fn parse_readout_time(s: &str) -> Result<f64, String> {
 }
 
 /// `--pe-dir`: a BIDS phase-encoding direction (i, i-, j, j-, k, k-).
-fn parse_pe_dir(s: &str) -> Result<crate::io::bids::PhaseEncoding, String> {
-    crate::io::bids::PhaseEncoding::parse(s)
+fn parse_pe_dir(s: &str) -> Result<nifreeze::io::bids::PhaseEncoding, String> {
+    nifreeze::io::bids::PhaseEncoding::parse(s)
         .ok_or_else(|| format!("'{s}' is not one of i, i-, j, j-, k, k-"))
 }
 
@@ -358,7 +313,7 @@ pub struct EstimateArgs {
     /// --transform eddy. Default: `PhaseEncodingDirection` of the BIDS sidecar (<stem>.json),
     /// else j with a warning.
     #[arg(long, value_name = "DIR", value_parser = parse_pe_dir)]
-    pub pe_dir: Option<crate::io::bids::PhaseEncoding>,
+    pub pe_dir: Option<nifreeze::io::bids::PhaseEncoding>,
     /// Total readout time (s) of the series, for --transform eddy with --eddy-outputs: eddy's
     /// parameter file gives the eddy-current field in Hz, which is the displacement divided by
     /// the readout time. Default: `TotalReadoutTime` of the BIDS sidecar.
@@ -504,7 +459,7 @@ pub struct RegisterArgs {
     /// Phase-encode direction of the moving image (i, i-, j, j-, k, k-), for --transform
     /// eddy. Default: the moving image's BIDS sidecar, else j with a warning.
     #[arg(long, value_name = "DIR", value_parser = parse_pe_dir)]
-    pub pe_dir: Option<crate::io::bids::PhaseEncoding>,
+    pub pe_dir: Option<nifreeze::io::bids::PhaseEncoding>,
     /// Initial transform (ITK text file).
     #[arg(long, value_name = "XFM")]
     pub init: Option<PathBuf>,
@@ -630,3 +585,6 @@ pub struct CompareArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,11 +3,10 @@
 //! Data flow, top-down: `io` loads a series and its gradients, `mask` finds the brain,
 //! `model` predicts each held-out volume from the others, `registration` aligns the volume
 //! to its prediction, `estimate` runs that loop and `report` summarises it. Numerical
-//! modules never touch the command line or the file system; `commands` joins them to the CLI.
+//! modules never touch the command line or the file system; the binary's `cli` and `commands`
+//! (src/main.rs, not part of the library) join them to the command line.
 
 pub mod alloc_guard;
-pub mod cli;
-pub mod commands;
 pub mod compare;
 pub mod data_check;
 pub mod drift;

@@ -1,8 +1,11 @@
 //! The `nifreeze-rs` binary: parse, run, map errors to exit codes (0 ok, 2 bad input, 1 failure).
 
+mod cli;
+mod commands;
+
 use clap::Parser;
-use nifreeze::cli::Cli;
-use nifreeze::commands::console::{stderr_line, stdout_text};
+use cli::Cli;
+use commands::console::{stderr_line, stdout_text};
 
 #[global_allocator]
 static ALLOC: nifreeze::alloc_guard::OneLineOnOom = nifreeze::alloc_guard::OneLineOnOom;
@@ -92,7 +95,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let code = match std::panic::catch_unwind(|| nifreeze::commands::run(cli)) {
+    let code = match std::panic::catch_unwind(|| commands::run(cli)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             stderr_line(&format!("nifreeze-rs: error: {e}"));

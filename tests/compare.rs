@@ -32,6 +32,20 @@ fn case(name: &str) -> (String, String, String, Value) {
     (truth, est, mask, reference)
 }
 
+/// `compare --truth T --estimate E --mask M EXTRA…`: (exit code, stdout, stderr).
+fn compare_with(truth: &str, estimate: &str, mask: &str, extra: &[&str]) -> (i32, String, String) {
+    let base = [
+        "compare",
+        "--truth",
+        truth,
+        "--estimate",
+        estimate,
+        "--mask",
+        mask,
+    ];
+    run(&[&base[..], extra].concat())
+}
+
 fn check_against_score_py(name: &str) {
     let (truth, est, mask, r) = case(name);
     let t = parse_matrices(&std::fs::read_to_string(&truth).unwrap(), &truth).unwrap();
@@ -151,18 +165,7 @@ fn thresholds_set_the_exit_code() {
     assert_eq!(v["pass"], Value::Bool(false));
 
     // truth against itself: zero error
-    let (code, out, _) = run(&[
-        "compare",
-        "--truth",
-        &truth,
-        "--estimate",
-        &truth,
-        "--mask",
-        &mask,
-        "--json",
-        "--max-worst-mm",
-        "1e-9",
-    ]);
+    let (code, out, _) = compare_with(&truth, &truth, &mask, &["--json", "--max-worst-mm", "1e-9"]);
     assert_eq!(code, 0, "{out}");
 }
 
@@ -174,39 +177,15 @@ fn bad_inputs_exit_2() {
     let text = std::fs::read_to_string(&truth).unwrap();
     let lines: Vec<&str> = text.lines().take(5).collect();
     std::fs::write(&short, lines.join("\n")).unwrap();
-    let (code, _, err) = run(&[
-        "compare",
-        "--truth",
-        &truth,
-        "--estimate",
-        short.to_str().unwrap(),
-        "--mask",
-        &mask,
-    ]);
+    let (code, _, err) = compare_with(&truth, short.to_str().unwrap(), &mask, &[]);
     assert_eq!(code, 2);
     assert!(err.contains("4 transforms") && err.contains("27"), "{err}");
     let nocol = dir.path().join("nocol.tsv");
     std::fs::write(&nocol, "a\tb\n1\t2\n").unwrap();
-    let (code, _, err) = run(&[
-        "compare",
-        "--truth",
-        &truth,
-        "--estimate",
-        nocol.to_str().unwrap(),
-        "--mask",
-        &mask,
-    ]);
+    let (code, _, err) = compare_with(&truth, nocol.to_str().unwrap(), &mask, &[]);
     assert_eq!(code, 2);
     assert!(err.contains("m00"), "{err}");
-    let (code, _, _) = run(&[
-        "compare",
-        "--truth",
-        "/nonexistent.tsv",
-        "--estimate",
-        &truth,
-        "--mask",
-        &mask,
-    ]);
+    let (code, _, _) = compare_with("/nonexistent.tsv", &truth, &mask, &[]);
     assert_eq!(code, 2);
 }
 

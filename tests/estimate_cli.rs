@@ -178,19 +178,7 @@ fn estimate_on_the_sample_writes_consistent_deterministic_outputs_close_to_truth
         .all(|p| !p.to_string_lossy().ends_with(".tmp")));
 
     // Byte-identical for -j 1 and -j 2 (summary.json records timings and the command line).
-    let (fa, fb) = (files(&a), files(&b));
-    assert_eq!(fa.len(), fb.len());
-    for (x, y) in fa.iter().zip(&fb) {
-        assert_eq!(x.file_name(), y.file_name());
-        if x.file_name().unwrap() == "summary.json" {
-            continue;
-        }
-        assert!(
-            std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
-            "{} differs between -j 1 and -j 2",
-            x.display()
-        );
-    }
+    common::assert_same_outputs(&a, &b);
 
     // Accuracy against the known motion, with the automatic mask as the scoring region.
     let truth =

@@ -13,7 +13,6 @@ use nifreeze::io::nifti;
 use nifreeze::report::read_motion_tsv;
 use std::path::{Path, PathBuf};
 mod common;
-use common::files;
 use std::process::{Command, Output};
 
 const SAMPLE: &str = "data/sample/dwi.nii.gz";
@@ -55,28 +54,25 @@ fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
-/// Every output of `a` and `b` but summary.json is byte-identical.
-fn assert_identical(a: &Path, b: &Path) {
-    let (fa, fb) = (files(a), files(b));
-    let names = |f: &[PathBuf]| -> Vec<PathBuf> {
-        f.iter()
-            .map(|p| p.strip_prefix(a).or(p.strip_prefix(b)).unwrap().into())
-            .collect()
-    };
-    assert_eq!(names(&fa), names(&fb));
-    for (x, y) in fa.iter().zip(&fb) {
-        if x.file_name().unwrap() == "summary.json" {
-            continue;
-        }
-        assert!(
-            std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
-            "{} differs between -j 1 and -j 2",
-            x.display()
-        );
-    }
+/// `estimate` on the sample with `args` into `dir`/j1 with `-j 1` and `dir`/j2 with `-j 2`;
+/// every output but summary.json must be byte-identical. Returns the -j 1 folder and stderr.
+fn identical_for_j1_j2(dir: &Path, args: &[&str]) -> (PathBuf, String) {
+    let (a, b) = (dir.join("j1"), dir.join("j2"));
+    let err = ok(&estimate(
+        Path::new(SAMPLE),
+        &a,
+        &[args, &["-j", "1"]].concat(),
+    ));
+    ok(&estimate(
+        Path::new(SAMPLE),
+        &b,
+        &[args, &["-j", "2"]].concat(),
+    ));
+    common::assert_same_outputs(&a, &b);
     for f in ["motion.tsv", "transforms.tfm", "xfm/vol-0000.tfm"] {
         assert!(a.join(f).exists(), "{f} missing");
     }
+    (a, err)
 }
 
 /// (median, worst-volume) aligned error in mm of the estimate in `dir` against the sample's
@@ -98,20 +94,8 @@ fn all_rows() -> Vec<usize> {
 #[test]
 fn dki_runs_with_a_warning_below_44_volumes_identically_for_any_j() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("j1"), tmp.path().join("j2"));
     // One pass keeps the test short; the model path is the same as with the default two.
-    let args = ["--model", "dki", "--passes", "1", "-q"];
-    let err = ok(&estimate(
-        Path::new(SAMPLE),
-        &a,
-        &[&args[..], &["-j", "1"]].concat(),
-    ));
-    ok(&estimate(
-        Path::new(SAMPLE),
-        &b,
-        &[&args[..], &["-j", "2"]].concat(),
-    ));
-    assert_identical(&a, &b);
+    let (a, err) = identical_for_j1_j2(tmp.path(), &["--model", "dki", "--passes", "1", "-q"]);
     // Possible (every fold of 23 + S0 rows determines the 22 parameters) but measured to be
     // unreliable: one warning on stderr and in summary.json.
     let warning: Vec<&str> = err.lines().filter(|l| l.contains("DKI with 24")).collect();
@@ -137,18 +121,7 @@ fn dki_runs_with_a_warning_below_44_volumes_identically_for_any_j() {
 #[test]
 fn b0_model_is_identical_for_any_j_and_close_to_truth() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("j1"), tmp.path().join("j2"));
-    ok(&estimate(
-        Path::new(SAMPLE),
-        &a,
-        &["--model", "b0", "-q", "-j", "1"],
-    ));
-    ok(&estimate(
-        Path::new(SAMPLE),
-        &b,
-        &["--model", "b0", "-q", "-j", "2"],
-    ));
-    assert_identical(&a, &b);
+    let (a, _) = identical_for_j1_j2(tmp.path(), &["--model", "b0", "-q"]);
     assert!(a.join("dwi_corrected.nii.gz").exists());
     assert_eq!(summary(&a)["parameters"]["model"], "b0");
     let (median, worst) = accuracy(&a, &all_rows());

@@ -8,8 +8,8 @@
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use nalgebra::Matrix4;
-use nifreeze::cli::GradientArgs;
 use nifreeze::image::Grid;
+use nifreeze::io::gradients::GradientArgs;
 use nifreeze::io::{gradients, nifti, transforms};
 use nifreeze::model::ModelKind;
 use std::io::Write;

@@ -1,8 +1,8 @@
 //! Gradient tables: FSL ↔ scanner RAS on hand-checked cases, sidecar discovery, shells.
 
 use nalgebra::{Matrix4, Vector4};
-use nifreeze::cli::GradientArgs;
 use nifreeze::image::Grid;
+use nifreeze::io::gradients::GradientArgs;
 use nifreeze::io::gradients::{self, fsl_to_ras, ras_to_fsl, shells};
 use std::path::Path;
 

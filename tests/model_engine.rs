@@ -1,14 +1,12 @@
 //! Engine properties: determinism across threads and chunk sizes, fast path vs the plain
 //! per-voxel path, exact recovery of noise-free DTI/DKI signals, input errors, S0 rules.
 
-#![allow(clippy::needless_range_loop)]
-
 use nalgebra::{Matrix3, Matrix4, Rotation3, Vector3};
-use nifreeze::cli::GradientArgs;
 use nifreeze::image::{Grid, Mask, Series};
+use nifreeze::io::gradients::GradientArgs;
 use nifreeze::io::gradients::{self, GradientTable};
 use nifreeze::io::nifti;
-use nifreeze::model::{FitMethod, LovoEngine, ModelKind};
+use nifreeze::model::{F64Series, FitMethod, Model, ModelKind};
 use nifreeze::Error;
 use std::path::{Path, PathBuf};
 
@@ -45,15 +43,20 @@ fn identical_for_any_threads_and_chunks() {
     let (series, table, mask) = load("data/sample", "brainmask.nii.gz");
     for kind in [ModelKind::Dti, ModelKind::Dki] {
         for method in [FitMethod::Wls, FitMethod::Ols] {
-            let e = LovoEngine::new(&series, &table, &mask, kind, method, 50.0).unwrap();
+            let e = Model::new(kind)
+                .fit_method(method)
+                .leave_one_out(&series, &table, &mask)
+                .unwrap();
             let k = e.dw_indices()[4];
             let reference = with_threads(1, || bits(&e.predict_values(k).unwrap()));
             assert!(reference.iter().any(|&b| f64::from_bits(b) > 0.0));
             for threads in [1, 2, 4] {
                 for chunk in [1, 3, 64, 1000, 1 << 20] {
-                    let e2 = LovoEngine::new(&series, &table, &mask, kind, method, 50.0)
-                        .unwrap()
-                        .with_chunk_size(chunk);
+                    let e2 = Model::new(kind)
+                        .fit_method(method)
+                        .chunk_size(chunk)
+                        .leave_one_out(&series, &table, &mask)
+                        .unwrap();
                     let got = with_threads(threads, || bits(&e2.predict_values(k).unwrap()));
                     assert!(
                         got == reference,
@@ -63,7 +66,12 @@ fn identical_for_any_threads_and_chunks() {
             }
             // and the f32 volume is the same too
             let v1 = with_threads(1, || e.predict(k).unwrap());
-            let v4 = with_threads(4, || e.with_chunk_size(7).predict(k).unwrap());
+            let e7 = Model::new(kind)
+                .fit_method(method)
+                .chunk_size(7)
+                .leave_one_out(&series, &table, &mask)
+                .unwrap();
+            let v4 = with_threads(4, || e7.predict(k).unwrap());
             assert!(v1
                 .data
                 .iter()
@@ -78,7 +86,10 @@ fn fast_path_matches_plain_path() {
     let (series, table, mask) = load("data/sample", "brainmask.nii.gz");
     for kind in [ModelKind::Dti, ModelKind::Dki] {
         for method in [FitMethod::Wls, FitMethod::Ols] {
-            let e = LovoEngine::new(&series, &table, &mask, kind, method, 50.0).unwrap();
+            let e = Model::new(kind)
+                .fit_method(method)
+                .leave_one_out(&series, &table, &mask)
+                .unwrap();
             let k = e.dw_indices()[e.dw_indices().len() - 2];
             let fast = e.predict_values(k).unwrap();
             let plain = e.predict_values_plain(k).unwrap();
@@ -156,6 +167,7 @@ fn synthetic(kurtosis: bool) -> Synthetic {
         let unique: Vec<f64> = (0..15).map(|_| 0.15 * (rnd() - 0.5)).collect();
         let mut u = 0;
         let mut seen = std::collections::HashMap::new();
+        #[allow(clippy::needless_range_loop)] // the four indices of a tensor entry, symmetric
         for i in 0..3 {
             for j in 0..3 {
                 for k in 0..3 {
@@ -215,24 +227,17 @@ fn check_synthetic(kind: ModelKind) {
     };
     let nv = s.grid.len();
     for method in [FitMethod::Wls, FitMethod::Ols] {
-        let e = LovoEngine::from_f64(
-            &s.grid,
-            s.table.len(),
-            &s.data,
-            &s.table,
-            &mask,
-            kind,
-            method,
-            50.0,
-        )
-        .unwrap();
+        let data = F64Series::new(&s.grid, s.table.len(), &s.data).unwrap();
+        let e = Model::new(kind)
+            .fit_method(method)
+            .leave_one_out(&data, &s.table, &mask)
+            .unwrap();
         assert_eq!(e.n_voxels(), nv);
         let mut worst = 0.0f64;
         for &k in e.dw_indices() {
             let p = e.predict_values(k).unwrap();
-            for v in 0..nv {
-                let t = s.truth[k * nv + v];
-                worst = worst.max((p[v] - t).abs() / t);
+            for (pv, &t) in p.iter().zip(&s.truth[k * nv..(k + 1) * nv]) {
+                worst = worst.max((pv - t).abs() / t);
             }
         }
         eprintln!("{kind:?} {method:?}: noise-free max relative error {worst:e}");
@@ -268,13 +273,19 @@ fn dki_on_single_shell_is_an_input_error() {
         .filter(|&k| table.bvals[k] < 1500.0)
         .collect();
     let (s1, t1) = select(&series, &table, &keep);
-    match LovoEngine::new(&s1, &t1, &mask, ModelKind::Dki, FitMethod::Wls, 50.0) {
+    match Model::new(ModelKind::Dki)
+        .fit_method(FitMethod::Wls)
+        .leave_one_out(&s1, &t1, &mask)
+    {
         Err(Error::Input(m)) => assert!(m.contains("two non-zero"), "{m}"),
         Err(e) => panic!("wrong error kind: {e}"),
         Ok(_) => panic!("DKI on single-shell data must fail"),
     }
     // DTI on the same data is fine
-    let e = LovoEngine::new(&s1, &t1, &mask, ModelKind::Dti, FitMethod::Wls, 50.0).unwrap();
+    let e = Model::new(ModelKind::Dti)
+        .fit_method(FitMethod::Wls)
+        .leave_one_out(&s1, &t1, &mask)
+        .unwrap();
     let v = e.predict(e.dw_indices()[0]).unwrap();
     assert!(v.data.iter().any(|&x| x > 0.0));
 }
@@ -282,7 +293,10 @@ fn dki_on_single_shell_is_an_input_error() {
 #[test]
 fn only_diffusion_weighted_volumes_can_be_predicted() {
     let (series, table, mask) = load("tests/data/lovo44", "brainmask.nii.gz");
-    let e = LovoEngine::new(&series, &table, &mask, ModelKind::Dti, FitMethod::Ols, 50.0).unwrap();
+    let e = Model::new(ModelKind::Dti)
+        .fit_method(FitMethod::Ols)
+        .leave_one_out(&series, &table, &mask)
+        .unwrap();
     for bad in [0usize, 21, 42, 43, 1000] {
         match e.predict(bad) {
             Err(Error::Input(m)) => assert!(m.contains(&format!("volume {bad}")), "{m}"),
@@ -299,7 +313,10 @@ fn only_diffusion_weighted_volumes_can_be_predicted() {
 fn s0_rules() {
     let (series, table, mask) = load("tests/data/lovo44", "brainmask.nii.gz");
     // median b0 (volumes 0, 21, 42) over the whole grid
-    let e = LovoEngine::new(&series, &table, &mask, ModelKind::Dti, FitMethod::Wls, 50.0).unwrap();
+    let e = Model::new(ModelKind::Dti)
+        .fit_method(FitMethod::Wls)
+        .leave_one_out(&series, &table, &mask)
+        .unwrap();
     let s0 = e.s0();
     for l in [0usize, 17, 250, 479] {
         let mut v = [
@@ -313,16 +330,24 @@ fn s0_rules() {
     // without b=0 volumes: round(98th percentile of the masked DW data) = 1322 (numpy)
     let dw: Vec<usize> = table.dw_indices(50.0);
     let (s1, t1) = select(&series, &table, &dw);
-    let e = LovoEngine::new(&s1, &t1, &mask, ModelKind::Dti, FitMethod::Wls, 50.0).unwrap();
+    let e = Model::new(ModelKind::Dti)
+        .fit_method(FitMethod::Wls)
+        .leave_one_out(&s1, &t1, &mask)
+        .unwrap();
     assert_eq!(e.n_voxels(), mask.count());
     let l = mask.indices()[0];
     assert_eq!(e.s0().data[l], 1322.0);
-    let e =
-        LovoEngine::new_ignoring_b0(&series, &table, &mask, ModelKind::Dti, FitMethod::Wls, 50.0)
-            .unwrap();
+    let e = Model::new(ModelKind::Dti)
+        .fit_method(FitMethod::Wls)
+        .ignore_b0(true)
+        .leave_one_out(&series, &table, &mask)
+        .unwrap();
     assert_eq!(e.s0().data[l], 1322.0);
     // DKI without b=0 still works (the percentile S0 is its b=0 sample)
-    let e = LovoEngine::new(&s1, &t1, &mask, ModelKind::Dki, FitMethod::Wls, 50.0).unwrap();
+    let e = Model::new(ModelKind::Dki)
+        .fit_method(FitMethod::Wls)
+        .leave_one_out(&s1, &t1, &mask)
+        .unwrap();
     let p = e.predict_values(e.dw_indices()[0]).unwrap();
     assert!(p.iter().all(|x| x.is_finite() && *x > 0.0));
 }
@@ -334,7 +359,10 @@ fn voxels_with_tiny_s0_are_left_out() {
     for k in [0usize, 21, 42] {
         series.volume_mut(k)[l] = 0.0;
     }
-    let e = LovoEngine::new(&series, &table, &mask, ModelKind::Dki, FitMethod::Wls, 50.0).unwrap();
+    let e = Model::new(ModelKind::Dki)
+        .fit_method(FitMethod::Wls)
+        .leave_one_out(&series, &table, &mask)
+        .unwrap();
     assert_eq!(e.n_voxels(), mask.count() - 1);
     let v = e.predict(3).unwrap();
     assert_eq!(v.data[l], 0.0);

@@ -4,7 +4,7 @@
 use nalgebra::Matrix4;
 use nifreeze::image::{Grid, Mask, Series};
 use nifreeze::io::gradients::GradientTable;
-use nifreeze::model::{FitMethod, LovoEngine, ModelKind};
+use nifreeze::model::{FitMethod, Model, ModelKind};
 
 fn load() -> (Series, GradientTable, Mask, serde_json::Value) {
     let path = concat!(
@@ -41,7 +41,10 @@ fn load() -> (Series, GradientTable, Mask, serde_json::Value) {
 
 fn check(kind: ModelKind, method: FitMethod, key: &str) {
     let (series, table, mask, j) = load();
-    let e = LovoEngine::new(&series, &table, &mask, kind, method, 50.0).unwrap();
+    let e = Model::new(kind)
+        .fit_method(method)
+        .leave_one_out(&series, &table, &mask)
+        .unwrap();
     assert_eq!(
         e.n_voxels(),
         series.grid.len() - 1,

@@ -1,9 +1,9 @@
 //! The four DIPY 1.12.1 reference variants (DTI/DKI × WLS/OLS) on tests/data/lovo44:
 //! every mask voxel, including the zero-sample and the very noisy voxel, within 1e-6 relative.
 
-use nifreeze::cli::GradientArgs;
+use nifreeze::io::gradients::GradientArgs;
 use nifreeze::io::{gradients, nifti};
-use nifreeze::model::{FitMethod, LovoEngine, ModelKind};
+use nifreeze::model::{FitMethod, Model, ModelKind};
 use std::path::{Path, PathBuf};
 
 fn data(name: &str) -> PathBuf {
@@ -67,7 +67,10 @@ fn heldout() -> Vec<usize> {
 
 fn check(kind: ModelKind, method: FitMethod, file: &str) {
     let (series, table, mask) = load();
-    let engine = LovoEngine::new(&series, &table, &mask, kind, method, 50.0).unwrap();
+    let engine = Model::new(kind)
+        .fit_method(method)
+        .leave_one_out(&series, &table, &mask)
+        .unwrap();
     assert_eq!(
         engine.n_voxels(),
         mask.count(),
@@ -134,7 +137,10 @@ fn golden_plain_path() {
         (ModelKind::Dti, FitMethod::Wls, "pred_dti_wls.nii.gz"),
         (ModelKind::Dki, FitMethod::Wls, "pred_dki_wls.nii.gz"),
     ] {
-        let engine = LovoEngine::new(&series, &table, &mask, kind, method, 50.0).unwrap();
+        let engine = Model::new(kind)
+            .fit_method(method)
+            .leave_one_out(&series, &table, &mask)
+            .unwrap();
         let (gold, _) = read_f64_4d(&data(file));
         let nvox = series.grid.len();
         for (j, &k) in heldout().iter().enumerate() {

@@ -33,27 +33,51 @@ fn run(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .unwrap()
 }
 
+/// `register --fixed FIXED --moving data/sample/dwi.nii.gz --volume K --mask (the sample's)
+/// EXTRA… --out OUT`.
+fn run_on_sample(
+    fixed: &std::path::Path,
+    k: usize,
+    extra: &[&std::ffi::OsStr],
+    out: &std::path::Path,
+) -> std::process::Output {
+    let (moving, mask, k) = (
+        sample("dwi.nii.gz"),
+        sample("brainmask.nii.gz"),
+        k.to_string(),
+    );
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--fixed".as_ref(),
+        fixed.as_os_str(),
+        "--moving".as_ref(),
+        moving.as_os_str(),
+        "--volume".as_ref(),
+        k.as_ref(),
+        "--mask".as_ref(),
+        mask.as_os_str(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--out".as_ref(), out.as_os_str()]);
+    run(&args)
+}
+
 #[test]
 fn registers_one_volume_and_writes_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("xfm.tfm");
     let res = dir.path().join("res.nii.gz");
-    let o = run(&[
-        "--fixed".as_ref(),
-        sample("clean.nii.gz").as_os_str(),
-        "--moving".as_ref(),
-        sample("dwi.nii.gz").as_os_str(),
-        "--volume".as_ref(),
-        "5".as_ref(),
-        "--mask".as_ref(),
-        sample("brainmask.nii.gz").as_os_str(),
-        "-j".as_ref(),
-        "2".as_ref(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        "--resampled".as_ref(),
-        res.as_os_str(),
-    ]);
+    let clean = sample("clean.nii.gz");
+    let o = run_on_sample(
+        &clean,
+        5,
+        &[
+            "-j".as_ref(),
+            "2".as_ref(),
+            "--resampled".as_ref(),
+            res.as_os_str(),
+        ],
+        &out,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Results go to files: stdout stays empty, the one-line summary is on stderr.
     assert!(o.stdout.is_empty());
@@ -72,23 +96,18 @@ fn registers_one_volume_and_writes_outputs() {
     let init = dir.path().join("init.tfm");
     write_itk(&init, &all).unwrap();
     let mat = dir.path().join("xfm.mat");
-    let o = run(&[
-        "--fixed".as_ref(),
-        sample("clean.nii.gz").as_os_str(),
-        "--moving".as_ref(),
-        sample("dwi.nii.gz").as_os_str(),
-        "--volume".as_ref(),
-        "5".as_ref(),
-        "--mask".as_ref(),
-        sample("brainmask.nii.gz").as_os_str(),
-        "--init".as_ref(),
-        init.as_os_str(),
-        "-j".as_ref(),
-        "0".as_ref(),
-        "--quiet".as_ref(),
-        "--out".as_ref(),
-        mat.as_os_str(),
-    ]);
+    let o = run_on_sample(
+        &clean,
+        5,
+        &[
+            "--init".as_ref(),
+            init.as_os_str(),
+            "-j".as_ref(),
+            "0".as_ref(),
+            "--quiet".as_ref(),
+        ],
+        &mat,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         o.stdout.is_empty() && o.stderr.is_empty(),
@@ -142,26 +161,21 @@ fn phantom_error(
     transform: &str,
 ) -> f64 {
     let out = dir.join(format!("{metric}-{transform}-{k}.tfm"));
-    let o = run(&[
-        "--fixed".as_ref(),
-        fixed.as_os_str(),
-        "--moving".as_ref(),
-        sample("dwi.nii.gz").as_os_str(),
-        "--volume".as_ref(),
-        k.to_string().as_ref(),
-        "--mask".as_ref(),
-        sample("brainmask.nii.gz").as_os_str(),
-        "--metric".as_ref(),
-        metric.as_ref(),
-        "--transform".as_ref(),
-        transform.as_ref(),
-        "--pe-dir".as_ref(),
-        "j".as_ref(),
-        "-j".as_ref(),
-        "2".as_ref(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let o = run_on_sample(
+        fixed,
+        k,
+        &[
+            "--metric".as_ref(),
+            metric.as_ref(),
+            "--transform".as_ref(),
+            transform.as_ref(),
+            "--pe-dir".as_ref(),
+            "j".as_ref(),
+            "-j".as_ref(),
+            "2".as_ref(),
+        ],
+        &out,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     mean_error(&read_itk(&out).unwrap()[0], &truth(k))
 }

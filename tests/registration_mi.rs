@@ -7,13 +7,14 @@
 mod common;
 use common::mean_error;
 
-use nalgebra::{Matrix4, Rotation3, Vector3};
+use nalgebra::{Matrix4, Vector3};
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::nifti::{read_mask, read_series};
 use nifreeze::registration::metric::{MiFixed, MutualInformation};
 use nifreeze::registration::transform::Increment;
 use nifreeze::registration::{
-    pyramid, register, resample, Interpolation, MetricKind, RegistrationConfig, TransformKind,
+    pyramid, register, resample, Interpolation, MetricKind, RegistrationConfig, RegistrationResult,
+    TransformKind,
 };
 use std::path::Path;
 
@@ -67,25 +68,10 @@ fn mean_dw(
     Volume::new(s.grid.clone(), acc.iter().map(|a| (a / n) as f32).collect())
 }
 
-fn rigid(rot_deg: [f64; 3], t: [f64; 3], c: Vector3<f64>) -> Matrix4<f64> {
-    let r = Rotation3::from_euler_angles(
-        rot_deg[0].to_radians(),
-        rot_deg[1].to_radians(),
-        rot_deg[2].to_radians(),
-    );
-    nifreeze::registration::transform::about_centre(r.matrix(), &Vector3::from(t), &c)
-}
-
-/// Mean displacement (mm) between two transforms over the mask voxels.
+/// World centroid of the mask's voxels.
 fn mask_centre(m: &Mask) -> Vector3<f64> {
-    let idx = m.indices();
-    idx.iter()
-        .map(|&i| {
-            let [x, y, z] = m.grid.ijk(i);
-            m.grid.world([x as f64, y as f64, z as f64])
-        })
-        .sum::<Vector3<f64>>()
-        / idx.len() as f64
+    let points = common::mask_points(m);
+    points.iter().sum::<Vector3<f64>>() / points.len() as f64
 }
 
 /// Realign every volume of `s` with its true transform: out_k(x) = s_k(T_k x).
@@ -100,6 +86,18 @@ fn moving_with(s: &Series, b: &[f64], truth: &Matrix4<f64>) -> Volume {
     // moving_k(y) = s_k(truth⁻¹ y): the DW head moved by `truth`, so fixed(x) ≈ moving(truth·x)
     let inv = truth.try_inverse().unwrap();
     mean_dw(s, b, (50.0, 3000.0), |_| Some(inv))
+}
+
+/// `moving` registered to `fixed` by mutual information (default settings) from the identity.
+fn mi_from_identity(fixed: &Volume, moving: &Volume, m: &Mask) -> RegistrationResult {
+    register(
+        fixed,
+        moving,
+        Some(m),
+        &Matrix4::identity(),
+        &RegistrationConfig::mutual_information(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -129,7 +127,7 @@ fn analytic_gradient_matches_finite_differences() {
     let fixed = median_b0(&s, &b);
     let moving = mean_dw(&s, &b, (50.0, 3000.0), |_| None);
     let c = mask_centre(&m);
-    let t = rigid([1.0, 0.5, 0.0], [0.5, 0.3, -0.2], c);
+    let t = common::rigid([1.0, 0.5, 0.0], [0.5, 0.3, -0.2], c);
     let dims = fixed.grid.dims;
     let mask = nifreeze::mask::dilate_voxels(&m.data, dims, 4);
     let pts = pyramid::lattice_points(&mask, dims, 1);
@@ -197,17 +195,10 @@ fn recovers_header_motion_across_contrasts() {
         ([2.0, 0.0, 0.0], [1.5, 0.0, 0.0]),
         ([5.0, -3.0, 4.0], [4.0, -3.0, 2.5]),
     ] {
-        let truth = rigid(rot, tr, c);
+        let truth = common::rigid(rot, tr, c);
         let mut moving = mean_dw(&s, &b, (50.0, 3000.0), |_| None);
         moving.grid.affine = truth * moving.grid.affine;
-        let r = register(
-            &fixed,
-            &moving,
-            Some(&m),
-            &Matrix4::identity(),
-            &RegistrationConfig::mutual_information(),
-        )
-        .unwrap();
+        let r = mi_from_identity(&fixed, &moving, &m);
         let e = mean_error(&r.matrix, &truth, &m);
         eprintln!("header motion {rot:?}° {tr:?} mm: error {e:.4} mm");
         assert!(e <= 0.055, "header motion {rot:?} {tr:?}: error {e} mm");
@@ -229,16 +220,9 @@ fn recovers_resampled_motion_across_contrasts() {
         ([0.0, 0.0, 5.0], [0.0, 4.0, 0.0], 0.075),
         ([2.0, 0.0, 0.0], [1.5, 0.0, 0.0], 0.1),
     ] {
-        let truth = rigid(rot, tr, c);
+        let truth = common::rigid(rot, tr, c);
         let moving = moving_with(&s, &b, &truth);
-        let r = register(
-            &fixed,
-            &moving,
-            Some(&m),
-            &Matrix4::identity(),
-            &RegistrationConfig::mutual_information(),
-        )
-        .unwrap();
+        let r = mi_from_identity(&fixed, &moving, &m);
         let e = mean_error(&r.matrix, &truth, &m);
         eprintln!("resampled motion {rot:?}° {tr:?} mm: error {e:.4} mm");
         assert!(e <= tol, "resampled motion {rot:?} {tr:?}: error {e} mm");
@@ -264,16 +248,9 @@ fn noisy_phantom_b0_to_mean_dw() {
     let fixed = median_b0(&n, &b);
     let c = mask_centre(&m);
     for (rot, tr) in [([0.0; 3], [0.0; 3]), ([5.0, -3.0, 4.0], [4.0, -3.0, 2.5])] {
-        let truth = rigid(rot, tr, c);
+        let truth = common::rigid(rot, tr, c);
         let moving = moving_with(&n, &b, &truth);
-        let r = register(
-            &fixed,
-            &moving,
-            Some(&m),
-            &Matrix4::identity(),
-            &RegistrationConfig::mutual_information(),
-        )
-        .unwrap();
+        let r = mi_from_identity(&fixed, &moving, &m);
         let e = mean_error(&r.matrix, &truth, &m);
         eprintln!("noisy {rot:?}° {tr:?} mm: error {e:.4} mm");
         assert!(e <= 0.13, "noisy {rot:?} {tr:?}: error {e} mm");
@@ -286,7 +263,7 @@ fn thread_count_invariant_and_starts_from_init() {
     let (s, m) = load("clean.nii.gz");
     let fixed = median_b0(&s, &b);
     let c = mask_centre(&m);
-    let truth = rigid([5.0, -3.0, 4.0], [4.0, -3.0, 2.5], c);
+    let truth = common::rigid([5.0, -3.0, 4.0], [4.0, -3.0, 2.5], c);
     let moving = moving_with(&s, &b, &truth);
     let run = |threads: usize, init: &Matrix4<f64>| {
         rayon::ThreadPoolBuilder::new()
@@ -320,7 +297,7 @@ fn half_sampling_recovers_motion_and_is_deterministic() {
     let b = bvals();
     let (s, m) = load("clean.nii.gz");
     let fixed = median_b0(&s, &b);
-    let truth = rigid([5.0, -3.0, 4.0], [4.0, -3.0, 2.5], mask_centre(&m));
+    let truth = common::rigid([5.0, -3.0, 4.0], [4.0, -3.0, 2.5], mask_centre(&m));
     let moving = moving_with(&s, &b, &truth);
     let half = RegistrationConfig {
         sampling: 0.5,
@@ -382,7 +359,7 @@ fn rejects_bad_inputs() {
     )
     .is_err());
     // the moving image far away from the fixed mask
-    let far = rigid([0.0; 3], [1000.0, 0.0, 0.0], Vector3::zeros());
+    let far = common::rigid([0.0; 3], [1000.0, 0.0, 0.0], Vector3::zeros());
     assert!(register(
         &fixed,
         &fixed,
@@ -407,7 +384,7 @@ fn prepared_target_matches_separate_registrations() {
         ([0.0, 2.0, 0.0], [0.0, 0.0, 1.5]),
     ]
     .iter()
-    .map(|&(rot, tr)| moving_with(&s, &b, &rigid(rot, tr, c)))
+    .map(|&(rot, tr)| moving_with(&s, &b, &common::rigid(rot, tr, c)))
     .collect();
     for cfg in [
         RegistrationConfig::mutual_information(),

@@ -2,7 +2,7 @@
 //! object moved by a known transform, so the truth is exact and independent of our resampler.
 
 mod common;
-use common::mean_error;
+use common::{mean_error, rigid};
 
 use nalgebra::{Matrix3, Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Grid, Mask, Volume};
@@ -74,19 +74,6 @@ fn mask_of(v: &Volume) -> Mask {
     }
 }
 
-fn rigid(rot_deg: [f64; 3], t: [f64; 3], c: [f64; 3]) -> Matrix4<f64> {
-    let r = Rotation3::from_euler_angles(
-        rot_deg[0].to_radians(),
-        rot_deg[1].to_radians(),
-        rot_deg[2].to_radians(),
-    );
-    nifreeze::registration::transform::about_centre(
-        r.matrix(),
-        &Vector3::from(t),
-        &Vector3::from(c),
-    )
-}
-
 /// Mean displacement (mm) between two transforms over the mask voxels.
 /// moving(T x) = fixed(x): the moving image samples the object at T⁻¹ y.
 fn moved(grid: &Grid, t: &Matrix4<f64>) -> Volume {
@@ -94,11 +81,29 @@ fn moved(grid: &Grid, t: &Matrix4<f64>) -> Volume {
     sample(grid, |y| object(&inv.transform_point(&(*y).into()).coords))
 }
 
-#[test]
-fn identical_images_give_identity() {
+/// The usual fixed image: the object on a 48×56×46 grid of 2.5 mm voxels, and its mask.
+fn standard_fixed() -> (Grid, Volume, Mask) {
     let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
     let f = sample(&g, object);
     let m = mask_of(&f);
+    (g, f, m)
+}
+
+/// Register `mv` to `f` from the identity; the mean error (mm) of the result against `truth`.
+fn error_from_identity(
+    f: &Volume,
+    mv: &Volume,
+    m: &Mask,
+    cfg: &RegistrationConfig,
+    truth: &Matrix4<f64>,
+) -> f64 {
+    let r = register(f, mv, Some(m), &Matrix4::identity(), cfg).unwrap();
+    mean_error(&r.matrix, truth, m)
+}
+
+#[test]
+fn identical_images_give_identity() {
+    let (_, f, m) = standard_fixed();
     let r = register(
         &f,
         &f,
@@ -117,59 +122,31 @@ fn identical_images_give_identity() {
 
 #[test]
 fn recovers_rigid_motion_up_to_6_degrees_6_mm() {
-    let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
-    let f = sample(&g, object);
-    let m = mask_of(&f);
+    let (g, f, m) = standard_fixed();
     for (rot, t) in [
         ([3.0, -2.0, 1.5], [2.0, -1.0, 2.5]),
         ([-6.0, 5.0, 6.0], [6.0, -6.0, 5.0]),
     ] {
-        let truth = rigid(rot, t, [0.0, -20.0, 10.0]);
+        let truth = common::rigid(rot, t, [0.0, -20.0, 10.0]);
         let mv = moved(&g, &truth);
-        let r = register(
-            &f,
-            &mv,
-            Some(&m),
-            &Matrix4::identity(),
-            &RegistrationConfig::rigid(),
-        )
-        .unwrap();
-        let e = mean_error(&r.matrix, &truth, &m);
+        let e = error_from_identity(&f, &mv, &m, &RegistrationConfig::rigid(), &truth);
         assert!(e <= 0.02, "rigid {rot:?} {t:?}: error {e} mm");
     }
 }
 
 #[test]
 fn recovers_affine_motion() {
-    let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
-    let f = sample(&g, object);
-    let m = mask_of(&f);
-    let mut truth = rigid([2.0, 1.0, -2.5], [1.5, 2.0, -1.0], [0.0, 0.0, 0.0]);
+    let (g, f, m) = standard_fixed();
+    let mut truth = common::rigid([2.0, 1.0, -2.5], [1.5, 2.0, -1.0], [0.0, 0.0, 0.0]);
     let shear = Matrix4::new(
         1.03, 0.02, 0.0, 0.0, 0.0, 0.98, -0.015, 0.0, 0.01, 0.0, 1.02, 0.0, 0.0, 0.0, 0.0, 1.0,
     );
     truth *= shear;
     let mv = moved(&g, &truth);
-    let r = register(
-        &f,
-        &mv,
-        Some(&m),
-        &Matrix4::identity(),
-        &RegistrationConfig::affine(),
-    )
-    .unwrap();
-    let e = mean_error(&r.matrix, &truth, &m);
+    let e = error_from_identity(&f, &mv, &m, &RegistrationConfig::affine(), &truth);
     assert!(e <= 0.02, "affine error {e} mm");
     // rigid cannot represent it: the rigid result must be clearly worse (the test can fail)
-    let rr = register(
-        &f,
-        &mv,
-        Some(&m),
-        &Matrix4::identity(),
-        &RegistrationConfig::rigid(),
-    )
-    .unwrap();
-    assert!(mean_error(&rr.matrix, &truth, &m) > 0.3);
+    assert!(error_from_identity(&f, &mv, &m, &RegistrationConfig::rigid(), &truth) > 0.3);
 }
 
 #[test]
@@ -180,29 +157,19 @@ fn oblique_and_flipped_grids_in_world_space() {
     assert!(gf.affine.determinant() > 0.0 && gm.affine.determinant() < 0.0);
     let f = sample(&gf, object);
     let m = mask_of(&f);
-    let truth = rigid([2.5, -3.0, 2.0], [-2.0, 1.5, 3.0], [0.0, -20.0, 10.0]);
+    let truth = common::rigid([2.5, -3.0, 2.0], [-2.0, 1.5, 3.0], [0.0, -20.0, 10.0]);
     let mv = moved(&gm, &truth);
-    let r = register(
-        &f,
-        &mv,
-        Some(&m),
-        &Matrix4::identity(),
-        &RegistrationConfig::rigid(),
-    )
-    .unwrap();
-    let e = mean_error(&r.matrix, &truth, &m);
+    let e = error_from_identity(&f, &mv, &m, &RegistrationConfig::rigid(), &truth);
     assert!(e <= 0.02, "oblique error {e} mm");
 }
 
 #[test]
 fn starts_from_the_initial_transform_and_is_thread_count_invariant() {
-    let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
-    let f = sample(&g, object);
-    let m = mask_of(&f);
-    let truth = rigid([4.0, -3.0, 2.0], [3.0, 2.0, -4.0], [0.0, 0.0, 0.0]);
+    let (g, f, m) = standard_fixed();
+    let truth = common::rigid([4.0, -3.0, 2.0], [3.0, 2.0, -4.0], [0.0, 0.0, 0.0]);
     let mv = moved(&g, &truth);
     // an initialisation close to the truth converges to the same answer
-    let init = rigid([3.5, -2.5, 2.0], [2.5, 2.0, -3.5], [0.0, 0.0, 0.0]);
+    let init = common::rigid([3.5, -2.5, 2.0], [2.5, 2.0, -3.5], [0.0, 0.0, 0.0]);
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -264,10 +231,8 @@ fn bad_inputs_are_errors_not_panics() {
 #[test]
 fn non_finite_voxels_count_as_zero() {
     // NaN / inf far from the brain must not change the answer; inside they act like 0
-    let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
-    let f = sample(&g, object);
-    let m = mask_of(&f);
-    let truth = rigid([2.0, -1.0, 1.0], [1.0, 1.5, -1.0], [0.0, 0.0, 0.0]);
+    let (g, f, m) = standard_fixed();
+    let truth = common::rigid([2.0, -1.0, 1.0], [1.0, 1.5, -1.0], [0.0, 0.0, 0.0]);
     let mv = moved(&g, &truth);
     let clean = register(
         &f,
@@ -300,17 +265,9 @@ fn anisotropic_moving_voxels() {
     let gm = grid_aniso([60, 70, 34], [2.0, 2.0, 3.5], [4.0, 0.0, -7.0], false);
     let f = sample(&gf, object);
     let m = mask_of(&f);
-    let truth = rigid([-2.0, 3.0, 1.0], [2.0, -1.0, 1.5], [0.0, -20.0, 10.0]);
+    let truth = common::rigid([-2.0, 3.0, 1.0], [2.0, -1.0, 1.5], [0.0, -20.0, 10.0]);
     let mv = moved(&gm, &truth);
-    let r = register(
-        &f,
-        &mv,
-        Some(&m),
-        &Matrix4::identity(),
-        &RegistrationConfig::rigid(),
-    )
-    .unwrap();
-    let e = mean_error(&r.matrix, &truth, &m);
+    let e = error_from_identity(&f, &mv, &m, &RegistrationConfig::rigid(), &truth);
     assert!(e <= 0.02, "anisotropic error {e} mm");
 }
 
@@ -329,7 +286,7 @@ fn eddy_model_recovers_motion_and_a_linear_field_along_the_phase_encode_axis() {
     let pe = col / col.norm();
     let model = EddyModel::new(pe, Vector3::new(0.0, -5.0, 5.0));
     let truth_params = EddyParams {
-        rigid: rigid([2.0, -1.5, 1.0], [1.0, -0.8, 1.5], [0.0, -20.0, 10.0]),
+        rigid: common::rigid([2.0, -1.5, 1.0], [1.0, -0.8, 1.5], [0.0, -20.0, 10.0]),
         constant: 0.7,
         gradient: Vector3::new(0.012, -0.02, 0.009),
     };
@@ -401,7 +358,7 @@ fn least_squares_metric_derivative_matches_finite_differences() {
     let f = sample(&g, object);
     let m = mask_of(&f);
     let c = [2.0, -3.0, 4.0];
-    let truth = rigid([0.3, -0.2, 0.25], [0.2, -0.15, 0.1], c);
+    let truth = common::rigid([0.3, -0.2, 0.25], [0.2, -0.15, 0.1], c);
     // moving = 1.7·object(T⁻¹y) + 12: a different gain and offset
     let inv = truth.try_inverse().unwrap();
     let mv = sample(&g, |y| {

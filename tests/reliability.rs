@@ -314,10 +314,7 @@ fn max_memory_below_the_estimate_is_refused_up_front() {
     let (code, _, err) = run("lots");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a memory size"), "{err}");
-    assert_eq!(nifreeze::cli::parse_memory_size("1.5G"), Ok(1_610_612_736));
-    assert_eq!(nifreeze::cli::parse_memory_size("4096"), Ok(4_294_967_296));
-    assert_eq!(nifreeze::cli::parse_memory_size("512KiB"), Ok(524_288));
-    assert!(nifreeze::cli::parse_memory_size("-1G").is_err());
+    // (the parser's units: src/cli/tests.rs)
 }
 
 /// A small file whose header claims terabytes is bad input (exit 2, "truncated" / "header"),

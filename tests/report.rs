@@ -115,16 +115,8 @@ fn mat(v: [f64; 12]) -> Matrix4<f64> {
     m
 }
 
-/// Independent numpy/scipy reference for two random near-rigid affines (with shear), about
-/// c = (1.5, −20.25, 12):
-///   rng = np.random.default_rng(42); T = [R(euler xyz U(−4,4)°)·(I + U(−0.02,0.02)), U(−5,5)]
-///   M = T1 @ inv(T2) − I; A = M[:3,:3]; t = M[:3,3] + A @ c
-///   np.sqrt(t @ t + 80**2/5 * np.trace(A.T @ A))            -> 13.800919286174464
-///   T[:3,:3] @ c + T[:3,3] − c                              -> translations below
-///   U,S,Vt = svd(T[:3,:3]); Rotation.from_matrix(U@Vt).as_euler("xyz", degrees=True)
-///   sum|Δt| + 50*sum|radians(Δθ)|                           -> 29.76826465470903
-#[test]
-fn rms_fd_and_params_match_numpy() {
+/// The two sheared affines of the numpy and DIPY references below (rng seed 42).
+fn sheared_pair() -> (Matrix4<f64>, Matrix4<f64>) {
     let t1 = mat([
         1.0060822365097615,
         -0.06709198323967273,
@@ -153,6 +145,20 @@ fn rms_fd_and_params_match_numpy() {
         0.997238296042774,
         1.8304895324245463,
     ]);
+    (t1, t2)
+}
+
+/// Independent numpy/scipy reference for two random near-rigid affines (with shear), about
+/// c = (1.5, −20.25, 12):
+///   rng = np.random.default_rng(42); T = [R(euler xyz U(−4,4)°)·(I + U(−0.02,0.02)), U(−5,5)]
+///   M = T1 @ inv(T2) − I; A = M[:3,:3]; t = M[:3,3] + A @ c
+///   np.sqrt(t @ t + 80**2/5 * np.trace(A.T @ A))            -> 13.800919286174464
+///   T[:3,:3] @ c + T[:3,3] − c                              -> translations below
+///   U,S,Vt = svd(T[:3,:3]); Rotation.from_matrix(U@Vt).as_euler("xyz", degrees=True)
+///   sum|Δt| + 50*sum|radians(Δθ)|                           -> 29.76826465470903
+#[test]
+fn rms_fd_and_params_match_numpy() {
+    let (t1, t2) = sheared_pair();
     let c = Vector3::new(1.5, -20.25, 12.0);
     let rms = report::rms_deviation(&t1, &t2, &c, 80.0).unwrap();
     assert_abs_diff_eq!(rms, 13.800919286174464, epsilon = 1e-10);
@@ -468,34 +474,7 @@ fn svg_report_is_self_contained_and_escaped() {
 /// affines of `rms_fd_and_params_match_numpy` (DIPY applies inv(polar(A)) = Rᵀ, like us).
 #[test]
 fn rotate_bvecs_matches_dipy_reorient_bvecs() {
-    let t1 = mat([
-        1.0060822365097615,
-        -0.06709198323967273,
-        0.013033269781274781,
-        1.4386512008066452,
-        0.06094342278126134,
-        1.0088067318800884,
-        -0.053173882231801375,
-        3.227616132708299,
-        0.00701785898865382,
-        0.03337568965820268,
-        1.0158831145120737,
-        -0.5658580117266885,
-    ]);
-    let t2 = mat([
-        1.0109558156094771,
-        0.06680634993060329,
-        0.02116192470105635,
-        -4.561962342127712,
-        -0.06704684600261895,
-        1.015440515552682,
-        0.05254761392815417,
-        -3.4571050793245215,
-        0.0036272146736946956,
-        -0.05103658683041557,
-        0.997238296042774,
-        1.8304895324245463,
-    ]);
+    let (t1, t2) = sheared_pair();
     let table = GradientTable {
         bvecs: vec![[0.0; 3], [0.6, 0.8, 0.0], [0.0, -0.6, 0.8]],
         bvals: vec![0.0, 1000.0, 2000.0],

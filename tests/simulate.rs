@@ -2,10 +2,12 @@
 //! thread counts, and the physical meaning of truth.tsv (moved_k(T_k x) = clean_k(x)) checked
 //! on the written images with an independent trilinear sampler.
 
+mod common;
+
 use nalgebra::{Matrix4, Vector4};
-use nifreeze::cli::GradientArgs;
 use nifreeze::compare::parse_matrices;
 use nifreeze::io::gradients;
+use nifreeze::io::gradients::GradientArgs;
 use nifreeze::io::nifti::{read_mask, read_series, DataType};
 use std::path::Path;
 use std::process::Command;
@@ -23,12 +25,12 @@ fn simulate(out: &Path, extra: &[&str], threads: &str) {
 }
 
 const SMALL: [&str; 8] = [
-    "--voxel-size",
-    "5",
-    "--shells",
-    "1000:6,2000:6",
-    "--b0",
-    "2",
+    common::SMALL_PHANTOM[0],
+    common::SMALL_PHANTOM[1],
+    common::SMALL_PHANTOM[2],
+    common::SMALL_PHANTOM[3],
+    common::SMALL_PHANTOM[4],
+    common::SMALL_PHANTOM[5],
     "--seed",
     "3",
 ];
@@ -95,16 +97,7 @@ fn writes_the_phantom_layout_deterministically() {
     let c = d.path().join("c");
     simulate(
         &c,
-        &[
-            "--voxel-size",
-            "5",
-            "--shells",
-            "1000:6,2000:6",
-            "--b0",
-            "2",
-            "--seed",
-            "4",
-        ],
+        &[&common::SMALL_PHANTOM[..], &["--seed", "4"]].concat(),
         "2",
     );
     assert_ne!(

@@ -4,6 +4,8 @@
 //! environment under target/ and sets CI). Also: the Nextflow example builds the same
 //! estimate command line as the Snakemake rule (Nextflow itself cannot run offline).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,14 +46,7 @@ fn bids(root: &Path) {
         let sim = root.join(format!("sim-{s}"));
         let o = Command::new(BIN)
             .args(["simulate", "--out", sim.to_str().unwrap(), "--seed", seed])
-            .args([
-                "--voxel-size",
-                "5",
-                "--shells",
-                "1000:6,2000:6",
-                "--b0",
-                "2",
-            ])
+            .args(common::SMALL_PHANTOM)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

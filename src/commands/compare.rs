@@ -3,13 +3,13 @@
 
 use super::console::{stderr_line, stdout_text};
 use crate::cli::CompareArgs;
-use crate::compare::{
+use nifreeze::compare::{
     parse_dropouts, parse_matrices, parse_outlier_slices, sample_points, score, score_detection,
     DetectionScore, Score, DROPOUT_MAX_FRACTION,
 };
-use crate::image::Mask;
-use crate::io::nifti::read_volume;
-use crate::{Error, Result};
+use nifreeze::image::Mask;
+use nifreeze::io::nifti::read_volume;
+use nifreeze::{Error, Result};
 use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //!   it has seen enough: the rest of the report is dropped quietly and the exit code is that of
 //!   the command (so `compare … | head` still fails when a threshold is exceeded).
 
-use crate::{Error, Result};
+use nifreeze::{Error, Result};
 use std::io::Write;
 
 /// One line on stderr, best effort.

@@ -3,13 +3,13 @@
 //! native outputs.
 
 use crate::cli::EstimateArgs;
-use crate::image::{Grid, Mask};
-use crate::io::bids;
-use crate::io::eddy_files::{self, EddyInputs, SliceOutliers};
-use crate::io::gradients::GradientTable;
-use crate::io::output::OutputFolder;
-use crate::{Error, Result};
 use nalgebra::Matrix4;
+use nifreeze::image::{Grid, Mask};
+use nifreeze::io::bids;
+use nifreeze::io::eddy_files::{self, EddyInputs, SliceOutliers};
+use nifreeze::io::gradients::GradientTable;
+use nifreeze::io::output::OutputFolder;
+use nifreeze::{Error, Result};
 use std::path::PathBuf;
 
 /// Where the eddy-style files go and the phase-encode axis of their restricted RMS.
@@ -202,7 +202,7 @@ fn motion_columns() -> serde_json::Map<String, serde_json::Value> {
 /// under BIDS names, their JSON sidecars, and dataset_description.json when the folder has
 /// none (an existing one, e.g. shared by other subjects, is left as it is).
 pub fn write_bids(plan: &BidsPlan, native: &std::path::Path, dwi: &std::path::Path) -> Result<()> {
-    use crate::io::atomic::{write_atomic, write_text};
+    use nifreeze::io::atomic::{write_atomic, write_text};
     let folder = plan.entities.folder(&plan.root, "dwi");
     std::fs::create_dir_all(&folder)
         .map_err(|e| Error::runtime(format!("cannot create folder {}: {e}", folder.display())))?;
@@ -284,5 +284,5 @@ pub fn report_date() -> String {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0)
         });
-    crate::report::utc_date(secs)
+    nifreeze::report::utc_date(secs)
 }

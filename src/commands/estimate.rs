@@ -10,11 +10,11 @@ use super::estimate_output::{EstimateOutputs, Finished};
 use super::input::{load_dwi, DwiInput};
 use super::progress::Reporter;
 use crate::cli::EstimateArgs;
-use crate::estimate::{estimate, median_volume, EstimateConfig, MotionEstimate, Progress};
-use crate::image::Mask;
-use crate::io::nifti;
-use crate::timing::Timeline;
-use crate::{Error, Result};
+use nifreeze::estimate::{estimate, median_volume, EstimateConfig, MotionEstimate, Progress};
+use nifreeze::image::Mask;
+use nifreeze::io::nifti;
+use nifreeze::timing::Timeline;
+use nifreeze::{Error, Result};
 use std::time::Instant;
 
 pub fn run(args: &EstimateArgs) -> Result<()> {
@@ -58,7 +58,14 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     ));
     let mask = brain_mask(args, &dwi, &pool, &reporter)?;
     timeline.record("load + brain mask", t);
-    cfg.complete_for_series(&dwi.series.grid, &args.dwi, out.pe.as_ref().map(|(p, _)| p));
+    // Outlier slices follow the acquisition's slice axis (BIDS sidecar, else the third voxel
+    // axis); the eddy-current model's phase-encode direction needs the grid.
+    let grid = &dwi.series.grid;
+    cfg.complete_for_grid(
+        grid,
+        nifreeze::io::bids::slice_encoding_axis(&args.dwi).unwrap_or(2),
+        out.pe.as_ref().map(|(p, _)| p.world(grid)),
+    );
 
     let progress = |p: &Progress| reporter.update(p.stage, p.done, p.total);
     let mut result = pool.install(|| {
@@ -106,7 +113,7 @@ fn brain_mask(
     let mask = match &args.mask {
         Some(m) => {
             let mask = nifti::read_mask(m, &dwi.series.grid)?;
-            crate::data_check::check_mask_signal(
+            nifreeze::data_check::check_mask_signal(
                 &dwi.series,
                 &idx,
                 &mask,
@@ -116,7 +123,7 @@ fn brain_mask(
         }
         None => {
             let reference = pool.install(|| median_volume(&dwi.series, &idx));
-            let m = crate::mask::brain_mask(&reference);
+            let m = nifreeze::mask::brain_mask(&reference);
             reporter.message(&format!(
                 "automatic brain mask: {} voxels (written to brainmask.nii.gz)",
                 m.count()

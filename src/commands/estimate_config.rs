@@ -4,11 +4,11 @@
 //! once the table is read.
 
 use crate::cli::{EstimateArgs, FitMethodChoice, ModelChoice, OrderChoice, TransformChoice};
-use crate::estimate::{EstimateConfig, Order, Target};
-use crate::model::{FitMethod, ModelKind};
-use crate::outliers::OutlierConfig;
-use crate::registration::RegistrationConfig;
-use crate::Error;
+use nifreeze::estimate::{EstimateConfig, Order, Target};
+use nifreeze::model::{FitMethod, ModelKind};
+use nifreeze::outliers::OutlierConfig;
+use nifreeze::registration::RegistrationConfig;
+use nifreeze::Error;
 
 impl TryFrom<&EstimateArgs> for EstimateConfig {
     type Error = Error;
@@ -77,27 +77,5 @@ impl TryFrom<&EstimateArgs> for EstimateConfig {
             }),
             drift_correct: args.drift_correct,
         })
-    }
-}
-
-impl EstimateConfig {
-    /// Complete what needs the series: the outlier slices follow the acquisition's slice axis
-    /// (BIDS sidecar of `dwi`, else the third voxel axis) and how much brain a slice needs to
-    /// be judged depends on the in-plane voxel size; the eddy-current model's phase-encode
-    /// axis `pe` is a voxel axis, whose scanner direction needs the grid.
-    pub fn complete_for_series(
-        &mut self,
-        grid: &crate::image::Grid,
-        dwi: &std::path::Path,
-        pe: Option<&crate::io::bids::PhaseEncoding>,
-    ) {
-        let slice_axis = crate::io::bids::slice_encoding_axis(dwi).unwrap_or(2);
-        self.outliers = self.outliers.take().map(|o| OutlierConfig {
-            threshold: o.threshold,
-            ..OutlierConfig::for_grid(grid.voxel_sizes(), slice_axis)
-        });
-        if let Some(p) = pe {
-            self.registration = RegistrationConfig::eddy(p.world(grid).into());
-        }
     }
 }

@@ -6,18 +6,18 @@ use super::dropin::{BidsPlan, EddyPlan};
 use super::input::{phase_encoding, DwiInput};
 use super::progress::Reporter;
 use crate::cli::{EstimateArgs, TransformChoice};
-use crate::estimate::{drift_corrected, realign_volume, EstimateConfig, MotionEstimate};
-use crate::image::Mask;
-use crate::io::bids::PhaseEncoding;
-use crate::io::eddy_files::SliceOutliers;
-use crate::io::gradients;
-use crate::io::output::{OutputFolder, SUMMARY};
-use crate::io::{nifti, transforms};
-use crate::outliers::OutlierTable;
-use crate::registration::Interpolation;
-use crate::report;
-use crate::timing::{StageRecord, Timeline};
-use crate::Result;
+use nifreeze::estimate::{drift_corrected, realign_volume, EstimateConfig, MotionEstimate};
+use nifreeze::image::Mask;
+use nifreeze::io::bids::PhaseEncoding;
+use nifreeze::io::eddy_files::SliceOutliers;
+use nifreeze::io::gradients;
+use nifreeze::io::output::{OutputFolder, SUMMARY};
+use nifreeze::io::{nifti, transforms};
+use nifreeze::outliers::OutlierTable;
+use nifreeze::registration::Interpolation;
+use nifreeze::report;
+use nifreeze::timing::{StageRecord, Timeline};
+use nifreeze::Result;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -123,7 +123,7 @@ impl EstimateOutputs {
         reporter.message(&format!(
             "done in {:.1}s: median FD {:.3} mm, outputs in {}",
             run.started.elapsed().as_secs_f64(),
-            crate::stats::median(&mut rows.iter().map(|r| r.fd).collect::<Vec<_>>()),
+            nifreeze::stats::median(&mut rows.iter().map(|r| r.fd).collect::<Vec<_>>()),
             run.args.out.display()
         ));
         self.folder.finish()
@@ -211,7 +211,7 @@ impl EstimateOutputs {
         }
         if let Some(plan) = &self.eddy {
             let ec_terms = match (&result.eddy, plan.readout_time) {
-                (Some((model, params)), Some(trt)) => Some(crate::io::eddy_files::ec_columns(
+                (Some((model, params)), Some(trt)) => Some(nifreeze::io::eddy_files::ec_columns(
                     params,
                     model,
                     grid,
@@ -333,7 +333,7 @@ fn build_summary(
     args: &EstimateArgs,
     cfg: &EstimateConfig,
     pe: Option<(
-        &crate::io::bids::PhaseEncoding,
+        &nifreeze::io::bids::PhaseEncoding,
         &str,
         nalgebra::Vector3<f64>,
     )>,

@@ -3,15 +3,15 @@
 use super::console::stdout_text;
 use super::input::load_dwi_header;
 use crate::cli::InfoArgs;
-use crate::io::gradients::shells;
-use crate::io::nifti::orientation_code;
-use crate::Result;
+use nifreeze::io::gradients::shells;
+use nifreeze::io::nifti::orientation_code;
+use nifreeze::Result;
 use serde_json::json;
 use std::fmt::Write;
 
 pub fn run(args: &InfoArgs) -> Result<()> {
     let dwi = load_dwi_header(&args.dwi, &args.gradients)?;
-    crate::io::nifti::verify_data(&args.dwi)?;
+    nifreeze::io::nifti::verify_data(&args.dwi)?;
     let g = &dwi.grid;
     let table = &dwi.gradients.table;
     let thr = args.gradients.b0_threshold;

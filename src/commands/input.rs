@@ -3,12 +3,12 @@
 use super::console::warn;
 use super::resources;
 use crate::cli::GradientArgs;
-use crate::data_check;
-use crate::image::{Grid, Series};
-use crate::io::bids::{read_phase_encoding, sidecar_json, PhaseEncoding};
-use crate::io::gradients::{self, LoadedGradients};
-use crate::io::nifti::{self, NiftiMeta};
-use crate::{Error, Result};
+use nifreeze::data_check;
+use nifreeze::image::{Grid, Series};
+use nifreeze::io::bids::{read_phase_encoding, sidecar_json, PhaseEncoding};
+use nifreeze::io::gradients::{self, LoadedGradients};
+use nifreeze::io::nifti::{self, NiftiMeta};
+use nifreeze::{Error, Result};
 use std::path::Path;
 
 pub struct DwiInput {

@@ -16,7 +16,7 @@ pub mod resources;
 mod simulate;
 
 use crate::cli::{Cli, Command};
-use crate::Result;
+use nifreeze::Result;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {

@@ -3,14 +3,14 @@
 
 use super::input::load_dwi;
 use crate::cli::{FitMethodChoice, PredictArgs, PredictModelChoice};
-use crate::image::{Mask, Series, Volume};
-use crate::io::atomic::ensure_not_input;
-use crate::io::gradients::check_usable;
-use crate::io::nifti;
-use crate::mask::brain_mask;
-use crate::model::engine::median_b0;
-use crate::model::{requirements, FitMethod, LovoEngine, ModelKind};
-use crate::{Error, Result};
+use nifreeze::image::{Mask, Series, Volume};
+use nifreeze::io::atomic::ensure_not_input;
+use nifreeze::io::gradients::check_usable;
+use nifreeze::io::nifti;
+use nifreeze::mask::brain_mask;
+use nifreeze::model::engine::median_b0;
+use nifreeze::model::{requirements, FitMethod, Model, ModelKind};
+use nifreeze::{Error, Result};
 
 pub fn run(args: &PredictArgs) -> Result<()> {
     if args.volume.is_empty() {
@@ -73,11 +73,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                 "the brain mask is empty: give a mask with voxels inside the brain (--mask)",
             ));
         }
-        let engine = if g.ignore_b0 {
-            LovoEngine::new_ignoring_b0(&dwi.series, table, &mask, kind, method, g.b0_threshold)?
-        } else {
-            LovoEngine::new(&dwi.series, table, &mask, kind, method, g.b0_threshold)?
-        };
+        let engine = Model::new(kind)
+            .fit_method(method)
+            .b0_threshold(g.b0_threshold)
+            .ignore_b0(g.ignore_b0)
+            .leave_one_out(&dwi.series, table, &mask)?;
         args.volume.iter().map(|&k| engine.predict(k)).collect()
     })?;
 
@@ -94,7 +94,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
 /// diffusion-weighted volumes).
 fn auto_mask(
     series: &Series,
-    table: &crate::io::gradients::GradientTable,
+    table: &nifreeze::io::gradients::GradientTable,
     b0_threshold: f64,
 ) -> Result<Mask> {
     let reference = match median_b0(series, table, b0_threshold) {

@@ -1,12 +1,12 @@
 //! `register`: align one image (moving) to another (fixed) and write the ITK transform.
 
 use crate::cli::{MetricChoice, RegisterArgs, TransformChoice};
-use crate::data_check;
-use crate::image::{Series, Volume};
-use crate::io::{atomic, nifti, transforms};
-use crate::registration::{self, Interpolation, RegistrationConfig, TransformKind};
-use crate::{Error, Result};
 use nalgebra::Matrix4;
+use nifreeze::data_check;
+use nifreeze::image::{Series, Volume};
+use nifreeze::io::{atomic, nifti, transforms};
+use nifreeze::registration::{self, Interpolation, RegistrationConfig, TransformKind};
+use nifreeze::{Error, Result};
 use std::path::Path;
 
 /// Volume `k` of a series, or the only volume of a 3-D image.

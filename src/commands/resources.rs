@@ -1,6 +1,6 @@
 //! Resource limits checked before any work: worker threads and memory.
 
-use crate::{Error, Result};
+use nifreeze::{Error, Result};
 
 /// Most threads `-j` may ask for per available core. More workers than a few per core only
 /// add scheduling and memory overhead (each rayon worker reserves a stack), and an absurd
@@ -74,8 +74,8 @@ fn address_space_limit() -> Option<u64> {
 }
 
 /// CPU seconds of the process so far (user + system, every thread; getrusage) and its peak
-/// resident memory: the probe of the run's [`crate::timing::Timeline`].
-pub fn usage() -> crate::timing::Usage {
+/// resident memory: the probe of the run's [`nifreeze::timing::Timeline`].
+pub fn usage() -> nifreeze::timing::Usage {
     let mut cpu = None;
     #[cfg(unix)]
     {
@@ -86,9 +86,9 @@ pub fn usage() -> crate::timing::Usage {
             cpu = Some(s(ru.ru_utime) + s(ru.ru_stime));
         }
     }
-    crate::timing::Usage {
+    nifreeze::timing::Usage {
         cpu_seconds: cpu,
-        peak_memory_mb: crate::report::peak_memory_mb(),
+        peak_memory_mb: nifreeze::report::peak_memory_mb(),
     }
 }
 

@@ -6,13 +6,13 @@
 //! per-volume maps (head motion and eddy-current distortion together).
 
 use crate::cli::SimulateArgs;
-use crate::image::Series;
-use crate::io::atomic::{create_dir, write_text};
-use crate::io::gradients::ras_to_fsl;
-use crate::io::nifti::{write_mask, write_series, write_series_as, DataType};
-use crate::simulate::{protocol::parse_shells, simulate, PhaseEncoding, SimParams, Simulation};
-use crate::{Error, Result};
 use nalgebra::Matrix4;
+use nifreeze::image::Series;
+use nifreeze::io::atomic::{create_dir, write_text};
+use nifreeze::io::gradients::ras_to_fsl;
+use nifreeze::io::nifti::{write_mask, write_series, write_series_as, DataType};
+use nifreeze::simulate::{protocol::parse_shells, simulate, PhaseEncoding, SimParams, Simulation};
+use nifreeze::{Error, Result};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -70,7 +70,7 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         write_text(&out("artefacts.json"), &artefacts_json(&sim, &pe))?;
     } else {
         for stale in ["truth_rigid.tsv", "artefacts.json"] {
-            crate::io::atomic::remove_stale(&out(stale))?;
+            nifreeze::io::atomic::remove_stale(&out(stale))?;
         }
     }
     let shells_s: Vec<String> = shells.iter().map(|(b, n)| format!("{b}:{n}")).collect();

@@ -43,7 +43,7 @@ pub use passes::{sanitize_prediction, voxel_maxima};
 use crate::drift::Drift;
 use crate::image::{Mask, Series, Volume};
 use crate::io::gradients::{check_usable, GradientTable};
-use crate::model::{requirements, FitMethod, ModelKind};
+use crate::model::{requirements, FitMethod, Model, ModelKind};
 use crate::outliers::OutlierConfig;
 use crate::registration::eddy::{EddyModel, EddyParams};
 use crate::registration::RegistrationConfig;
@@ -93,7 +93,7 @@ pub struct EstimateConfig {
 impl EstimateConfig {
     /// Whether the gradient table supports this configuration: enough diffusion-weighted
     /// volumes, a b=0 reference (or `ignore_b0`), what the model's leave-one-out fits need
-    /// ([`requirements::check`], the rule `predict` follows too). Returns warnings for what is
+    /// ([`Model::design`], the rule `predict` follows too). Returns warnings for what is
     /// possible but measured to be unreliable. [`estimate`] trusts a configuration that
     /// passed this check.
     pub fn check_gradients(&self, table: &GradientTable) -> Result<Vec<String>> {
@@ -108,10 +108,35 @@ impl EstimateConfig {
                 Ok(Vec::new())
             }
             Target::Model(kind) => {
-                // The estimate loop always appends the S0 sample (see the model passes).
-                requirements::check(kind, table, self.b0_threshold, true)?;
+                // The model decides what its design needs ([`Model::design`]); the passes
+                // always append the S0 sample.
+                Model::new(kind)
+                    .b0_threshold(self.b0_threshold)
+                    .s0_sample(true)
+                    .design(table)?;
                 Ok(requirements::warnings(kind, table, self.b0_threshold))
             }
+        }
+    }
+}
+
+impl EstimateConfig {
+    /// Complete what needs the series' grid: outlier slices are counted along `slice_axis`
+    /// (a voxel axis) and how much brain a slice needs to be judged depends on the in-plane
+    /// voxel size; the eddy-current model's phase-encode axis `pe_world` (scanner space) is
+    /// a voxel axis of the grid.
+    pub fn complete_for_grid(
+        &mut self,
+        grid: &crate::image::Grid,
+        slice_axis: usize,
+        pe_world: Option<nalgebra::Vector3<f64>>,
+    ) {
+        self.outliers = self.outliers.take().map(|o| OutlierConfig {
+            threshold: o.threshold,
+            ..OutlierConfig::for_grid(grid.voxel_sizes(), slice_axis)
+        });
+        if let Some(pe) = pe_world {
+            self.registration = RegistrationConfig::eddy(pe.into());
         }
     }
 }

@@ -6,7 +6,7 @@ use super::outlier_stage::outlier_stage;
 use super::{par_volumes, EstimateConfig, Run, Target, VolumeDiagnostics};
 use crate::image::{Mask, MaskedSeries, Series, Volume};
 use crate::model::batch::predict_masked;
-use crate::model::{EngineOptions, ModelKind};
+use crate::model::{Model, ModelKind};
 use crate::registration::eddy::{second_level_field, EddyModel};
 use crate::registration::{prepare, register, RegistrationConfig, TransformKind};
 use crate::report::rotate_bvecs;
@@ -175,21 +175,13 @@ impl<'r> Predictor<'r> {
         // Both models get S0 as one b=0 sample: nifreeze does so for DKI only, but for DTI
         // on multi-shell data it is what makes the prediction resemble the measured volume
         // (correlation with the noise-free volume 0.62 → 0.97 on the sample phantom).
-        let options = EngineOptions {
-            ignore_b0: cfg.ignore_b0,
-            s0_sample: true,
-        };
+        let model = Model::new(kind)
+            .fit_method(cfg.fit_method)
+            .b0_threshold(cfg.b0_threshold)
+            .ignore_b0(cfg.ignore_b0)
+            .s0_sample(true);
         // the fitted voxels a batch at a time: one batch's f64 log-signals in memory
-        let values = predict_masked(
-            &snapshot,
-            &gradients,
-            &fit.mask,
-            kind,
-            cfg.fit_method,
-            cfg.b0_threshold,
-            options,
-            &data.order,
-        )?;
+        let values = predict_masked(&model, &snapshot, &gradients, &fit.mask, &data.order)?;
         // each volume's values are moved out of their slot, never copied
         let slots: Vec<std::sync::Mutex<Vec<f32>>> =
             values.into_iter().map(std::sync::Mutex::new).collect();

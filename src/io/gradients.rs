@@ -33,9 +33,9 @@ impl GradientTable {
     }
 }
 
-use crate::cli::GradientArgs;
 use crate::image::Grid;
 use crate::{Error, Result};
+use clap::Args;
 use nalgebra::{Matrix3, Vector3};
 use std::path::{Path, PathBuf};
 
@@ -440,4 +440,53 @@ pub fn check_usable(table: &GradientTable, b0_threshold: f64, ignore_b0: bool) -
         )));
     }
     Ok(())
+}
+
+/// The gradient import options every command that reads a DWI shares (clap's option group,
+/// as MRtrix's gradient import options).
+/// Where the gradient table comes from. Without any of these, BIDS sidecars next to the
+/// DWI file are used: `<stem>.bval` + `<stem>.bvec`, else `<stem>.b`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GradientArgs {
+    /// FSL b-values file (use with --bvec).
+    #[arg(
+        long,
+        visible_alias = "bvals",
+        value_name = "FILE",
+        requires = "bvec",
+        conflicts_with_all = ["grad", "fslgrad"]
+    )]
+    pub bval: Option<PathBuf>,
+    /// FSL b-vectors file, image axes (use with --bval).
+    #[arg(
+        long,
+        visible_alias = "bvecs",
+        value_name = "FILE",
+        requires = "bval",
+        conflicts_with_all = ["grad", "fslgrad"]
+    )]
+    pub bvec: Option<PathBuf>,
+    /// FSL b-vectors and b-values files, in MRtrix's order (`-fslgrad bvecs bvals`).
+    #[arg(long, num_args = 2, value_names = ["BVECS", "BVALS"], conflicts_with = "grad")]
+    pub fslgrad: Option<Vec<PathBuf>>,
+    /// MRtrix b-table: one row `x y z b` per volume, scanner RAS, b in s/mm².
+    #[arg(long, value_name = "FILE")]
+    pub grad: Option<PathBuf>,
+    /// Volumes with b at or below this (s/mm²) are b=0 references.
+    #[arg(long, value_name = "B", default_value_t = 50.0)]
+    pub b0_threshold: f64,
+    /// Allow series without b=0 volumes (S0 = 98th percentile of the masked data).
+    #[arg(long)]
+    pub ignore_b0: bool,
+}
+
+impl GradientArgs {
+    /// The FSL (bval, bvec) pair, from --bval/--bvec or from --fslgrad (given bvecs first).
+    pub fn fsl_files(&self) -> Option<(&PathBuf, &PathBuf)> {
+        match (&self.bval, &self.bvec, &self.fslgrad) {
+            (Some(bval), Some(bvec), _) => Some((bval, bvec)),
+            (_, _, Some(pair)) if pair.len() == 2 => Some((&pair[1], &pair[0])),
+            _ => None,
+        }
+    }
 }

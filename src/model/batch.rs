@@ -9,7 +9,7 @@
 //! at a time. The exception is S0 from the percentile of all masked data (`ignore_b0`, or no
 //! b=0 volume): one batch then.
 
-use super::{EngineOptions, FitMethod, LovoEngine, ModelKind};
+use super::{LovoEngine, Model};
 use crate::image::{Mask, MaskedSeries};
 use crate::io::gradients::GradientTable;
 use crate::Result;
@@ -25,21 +25,18 @@ const MIN_BATCH_VOXELS: usize = 16_384;
 
 /// The prediction of each of `volumes` (diffusion-weighted 4-D indices) fitted on all other
 /// diffusion-weighted volumes of `data`, at `data`'s voxels (0 where a voxel is not fitted):
-/// the numbers of `LovoEngine::from_masked(data, …).predict(h)` read at `data.voxels()`, as
+/// the numbers of `model.leave_one_out(data, …).predict(h)` read at `data.voxels()`, as
 /// float32. `mask` must hold exactly `data`'s voxels.
-#[allow(clippy::too_many_arguments)] // the engine's inputs plus the volumes
 pub fn predict_masked(
+    model: &Model,
     data: &MaskedSeries,
     gradients: &GradientTable,
     mask: &Mask,
-    kind: ModelKind,
-    method: FitMethod,
-    b0_threshold: f64,
-    options: EngineOptions,
     volumes: &[usize],
 ) -> Result<Vec<Vec<f32>>> {
     let voxels = data.voxels();
     let nv = voxels.len();
+    let (b0_threshold, options) = model.settings();
     let global_s0 = options.ignore_b0 || gradients.b0_indices(b0_threshold).is_empty();
     let batch = if global_s0 {
         nv.max(1)
@@ -49,8 +46,7 @@ pub fn predict_masked(
     let mut out: Vec<Vec<f32>> = volumes.iter().map(|_| vec![0f32; nv]).collect();
     if nv == 0 || batch >= nv {
         // one batch: the engine on the data as given
-        let e =
-            LovoEngine::from_masked(data, gradients, mask, kind, method, b0_threshold, options)?;
+        let e = model.leave_one_out(data, gradients, mask)?;
         fill(&e, voxels, 0, volumes, &mut out)?;
         return Ok(out);
     }
@@ -71,15 +67,7 @@ pub fn predict_masked(
             grid: grid.clone(),
             data: sub_mask,
         };
-        let e = LovoEngine::from_masked(
-            &sub,
-            gradients,
-            &sub_mask,
-            kind,
-            method,
-            b0_threshold,
-            options,
-        )?;
+        let e = model.leave_one_out(&sub, gradients, &sub_mask)?;
         drop(sub);
         fill(&e, part, start, volumes, &mut out)?;
     }
@@ -120,6 +108,7 @@ fn fill(
 mod tests {
     use super::*;
     use crate::image::Grid;
+    use crate::model::ModelKind;
     use nalgebra::Matrix4;
 
     /// Batches give the bytes of one engine over all voxels, DTI and DKI, with voxels that
@@ -181,31 +170,9 @@ mod tests {
         let volumes: Vec<usize> = vec![3, 9, 15, 26];
         for kind in [ModelKind::Dti, ModelKind::Dki] {
             for ignore_b0 in [false, true] {
-                let options = EngineOptions {
-                    ignore_b0,
-                    s0_sample: true,
-                };
-                let got = predict_masked(
-                    &data,
-                    &table,
-                    &mask,
-                    kind,
-                    FitMethod::Wls,
-                    50.0,
-                    options,
-                    &volumes,
-                )
-                .unwrap();
-                let e = LovoEngine::from_masked(
-                    &data,
-                    &table,
-                    &mask,
-                    kind,
-                    FitMethod::Wls,
-                    50.0,
-                    options,
-                )
-                .unwrap();
+                let model = Model::new(kind).ignore_b0(ignore_b0).s0_sample(true);
+                let got = predict_masked(&model, &data, &table, &mask, &volumes).unwrap();
+                let e = model.leave_one_out(&data, &table, &mask).unwrap();
                 for (v, &h) in volumes.iter().enumerate() {
                     let full = e.predict(h).unwrap();
                     let want: Vec<f32> = voxels.iter().map(|&l| full.data[l]).collect();

@@ -9,8 +9,6 @@
 //! b is expressed in ms/µm² (b/1000) in every matrix the solvers see: in s/mm² the DKI normal
 //! matrix has a condition number around 1e12 (notes/conventions.md).
 
-#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
-
 use super::ModelKind;
 
 /// One design-matrix column: `coef · b^bpow · x^e[0] · y^e[1] · z^e[2]`.

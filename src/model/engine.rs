@@ -1,6 +1,12 @@
 //! The leave-one-volume-out engine: fit every mask voxel on all diffusion-weighted volumes but
 //! one, predict that one.
 //!
+//! Structure (DIPY's Model → Fit split): a [`Model`] (options builder: kind, fit method, b=0
+//! threshold, S0 policy) owns its [`Design`] for a gradient table; [`Model::leave_one_out`]
+//! prepares the leave-one-out driver [`LovoEngine`] for one series (S0, fitted voxels,
+//! log-signals); [`LovoEngine::fit`] fits the model without one volume and that [`Fit`]
+//! predicts it.
+//!
 //! Semantics (nifreeze `BaseDWIModel` + DIPY 1.12.1 defaults):
 //! - volumes with b ≤ `b0_threshold` are not fitted; their voxelwise median is S0, and mask
 //!   voxels with S0 < 1e-5 are left out (prediction 0). Without b=0 volumes (or when told to
@@ -27,8 +33,6 @@
 //! pool; each voxel's arithmetic is independent of its chunk, lane and thread, so results are
 //! bit-identical for any chunk size and thread count.
 
-#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
-
 use super::design::{self, Column, MomentMap};
 use super::kernel::{self, FoldData, Scratch, LANES};
 use super::linalg;
@@ -53,19 +57,233 @@ const RCOND: f64 = 1e-15;
 /// ill-conditioned for normal equations; that voxel is solved by SVD instead.
 const PIVOT_TOL: f64 = 1e-12;
 
-/// Leave-one-volume-out DTI/DKI fits of the mask voxels of one series.
-pub struct LovoEngine {
-    grid: Grid,
+/// A diffusion model as DIPY builds one (`TensorModel(gtab, fit_method)`,
+/// `DiffusionKurtosisModel`): which model, its fit method, what counts as b=0 and the
+/// [`EngineOptions`]. An options builder: [`Model::new`] gives DIPY's and nifreeze's defaults,
+/// each setter changes one choice. [`Model::design`] is the model's design for a gradient
+/// table (and the one place that decides whether a table supports it);
+/// [`Model::leave_one_out`] fits it to a series, leaving each volume out in turn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Model {
     kind: ModelKind,
     method: FitMethod,
-    /// Linear grid indices of the fitted voxels, ascending.
-    voxels: Vec<usize>,
-    /// ln(max(signal, 1e-4)) of the fitted voxels, voxel-major, `n_cols` per voxel: the
-    /// diffusion-weighted volumes in `dw` order, then (DKI) the S0 sample.
-    y: Vec<f64>,
-    /// S0 of each fitted voxel, used for the prediction.
-    s0: Vec<f64>,
-    s0_volume: Volume,
+    b0_threshold: f64,
+    options: EngineOptions,
+    chunk: usize,
+}
+
+impl Model {
+    /// `kind` with DIPY's and nifreeze's defaults: WLS, b ≤ 50 s/mm² is b=0, S0 the b=0
+    /// median, the S0 sample appended for DKI only.
+    pub fn new(kind: ModelKind) -> Self {
+        Model {
+            kind,
+            method: FitMethod::Wls,
+            b0_threshold: 50.0,
+            options: EngineOptions {
+                ignore_b0: false,
+                s0_sample: kind == ModelKind::Dki,
+            },
+            chunk: DEFAULT_CHUNK,
+        }
+    }
+
+    pub fn fit_method(mut self, method: FitMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Volumes with b ≤ `b0_threshold` (s/mm²) are b=0: not fitted, their median is S0.
+    pub fn b0_threshold(mut self, b0_threshold: f64) -> Self {
+        self.b0_threshold = b0_threshold;
+        self
+    }
+
+    /// See [`EngineOptions::ignore_b0`] (nifreeze's `ignore_bzero`).
+    pub fn ignore_b0(mut self, ignore_b0: bool) -> Self {
+        self.options.ignore_b0 = ignore_b0;
+        self
+    }
+
+    /// See [`EngineOptions::s0_sample`].
+    pub fn s0_sample(mut self, s0_sample: bool) -> Self {
+        self.options.s0_sample = s0_sample;
+        self
+    }
+
+    /// Both [`EngineOptions`] at once.
+    pub fn options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Voxels per work item of the leave-one-out fits (results do not depend on it).
+    pub fn chunk_size(mut self, n: usize) -> Self {
+        self.chunk = n.max(1);
+        self
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    pub fn method(&self) -> FitMethod {
+        self.method
+    }
+
+    /// The b=0 threshold and the options chosen.
+    pub fn settings(&self) -> (f64, EngineOptions) {
+        (self.b0_threshold, self.options)
+    }
+
+    /// The model's design for `gradients`: one column per diffusion-weighted volume (plus the
+    /// S0 sample). Refuses a table on which some leave-one-out fit is not identifiable
+    /// ([`requirements::check`]) or a diffusion-weighted row that is not a measurement.
+    pub fn design(&self, gradients: &GradientTable) -> Result<Design> {
+        let (kind, b0_threshold) = (self.kind, self.b0_threshold);
+        let dw = gradients.dw_indices(b0_threshold);
+        let p = design::n_params(kind);
+        // The one rule of what a leave-one-out fit needs (every fold identifiable).
+        requirements::check(kind, gradients, b0_threshold, self.options.s0_sample)?;
+        for &k in &dw {
+            let g = gradients.bvecs[k];
+            let n = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
+            if !(gradients.bvals[k].is_finite() && n > 0.5 && n < 1.5) {
+                return Err(Error::input(format!(
+                    "volume {k}: b={} with gradient {:?} is not a usable diffusion-weighted measurement",
+                    gradients.bvals[k], g
+                )));
+            }
+        }
+
+        // Columns: DW volumes, then the S0 sample (b = 0, no direction).
+        let mut bvals: Vec<f64> = dw.iter().map(|&k| gradients.bvals[k]).collect();
+        let mut bvecs: Vec<[f64; 3]> = dw.iter().map(|&k| gradients.bvecs[k]).collect();
+        if self.options.s0_sample {
+            bvals.push(0.0);
+            bvecs.push([0.0; 3]);
+        }
+        let nc = bvals.len();
+        let cols = design::columns(kind);
+        let moments = MomentMap::new(&cols);
+        let mut x = Vec::with_capacity(nc * p);
+        let mut q = Vec::with_capacity(nc * moments.keys.len());
+        for c in 0..nc {
+            x.extend(design::row(&cols, bvals[c] / 1000.0, bvecs[c]));
+            q.extend(moments.row(bvals[c] / 1000.0, bvecs[c]));
+        }
+        let nm = moments.keys.len();
+        let mut xt = vec![0.0; p * nc];
+        let mut qt = vec![0.0; nm * nc];
+        for c in 0..nc {
+            for j in 0..p {
+                xt[j * nc + c] = x[c * p + j];
+            }
+            for k in 0..nm {
+                qt[k * nc + c] = q[c * nm + k];
+            }
+        }
+        Ok(Design {
+            dw,
+            bvals,
+            bvecs,
+            cols,
+            x,
+            xt,
+            qt,
+            moments,
+        })
+    }
+
+    /// Fit the model to the voxels of `mask`, ready to predict each diffusion-weighted volume
+    /// from all the others: S0, the fitted voxels and their log-signals. Cost: one pass over
+    /// the masked data (a log per sample), in parallel on the current rayon pool. A
+    /// [`MaskedSeries`] must hold every voxel of `mask` (a voxel not held reads as 0); it
+    /// gives the same fits and predictions as the whole series, only [`LovoEngine::s0`] is 0
+    /// outside.
+    pub fn leave_one_out<S: Samples>(
+        &self,
+        series: &S,
+        gradients: &GradientTable,
+        mask: &Mask,
+    ) -> Result<LovoEngine> {
+        let EngineOptions { ignore_b0, .. } = self.options;
+        let b0_threshold = self.b0_threshold;
+        let grid = series.grid().clone();
+        let nvox = grid.len();
+        if gradients.len() != series.n_volumes() {
+            return Err(Error::input(format!(
+                "the gradient table has {} rows but the series has {} volumes",
+                gradients.len(),
+                series.n_volumes()
+            )));
+        }
+        if mask.grid.dims != grid.dims || mask.data.len() != nvox {
+            return Err(Error::input(format!(
+                "the mask grid {:?} does not match the series grid {:?}",
+                mask.grid.dims, grid.dims
+            )));
+        }
+        let design = self.design(gradients)?;
+        let dw = &design.dw;
+        let b0 = gradients.b0_indices(b0_threshold);
+
+        // S0 and the fitted voxels.
+        let (s0_grid, voxels): (Vec<f64>, Vec<usize>) = if !b0.is_empty() && !ignore_b0 {
+            let s0 = median_volumes(series, &b0);
+            let vox = (0..nvox)
+                .filter(|&l| mask.data[l] && s0[l].is_finite() && s0[l] >= MIN_S0)
+                .collect();
+            (s0, vox)
+        } else {
+            let vox = mask.indices();
+            let c = percentile_s0(series, dw, &vox);
+            let mut s0 = vec![0.0; nvox];
+            for &l in &vox {
+                s0[l] = c;
+            }
+            let vox = if c >= MIN_S0 { vox } else { Vec::new() };
+            (s0, vox)
+        };
+        let s0: Vec<f64> = voxels.iter().map(|&l| s0_grid[l]).collect();
+        let s0_volume = Volume::new(grid.clone(), s0_grid.iter().map(|&v| v as f32).collect());
+
+        // Voxel-major log-signals, built chunk by chunk so that reads of each volume stay local.
+        const BUILD_CHUNK: usize = 256;
+        let nc = design.bvals.len();
+        let mut y = vec![0.0f64; voxels.len() * nc];
+        let ndw = dw.len();
+        y.par_chunks_mut(BUILD_CHUNK * nc)
+            .zip(voxels.par_chunks(BUILD_CHUNK))
+            .zip(s0.par_chunks(BUILD_CHUNK))
+            .for_each(|((yc, vc), sc)| {
+                for (c, &k) in dw.iter().enumerate() {
+                    for (i, &l) in vc.iter().enumerate() {
+                        yc[i * nc + c] = log_signal(series.get(k, l));
+                    }
+                }
+                if nc > ndw {
+                    for (i, &s) in sc.iter().enumerate() {
+                        yc[i * nc + ndw] = log_signal(s);
+                    }
+                }
+            });
+
+        Ok(LovoEngine {
+            model: *self,
+            design,
+            grid,
+            voxels,
+            y,
+            s0,
+            s0_volume,
+        })
+    }
+}
+
+/// A model's design for one gradient table ([`Model::design`]): the columns it fits and the
+/// matrices every fold shares.
+pub struct Design {
     /// 4-D indices of the diffusion-weighted volumes, in column order.
     dw: Vec<usize>,
     /// b (s/mm²) and unit gradient of each column.
@@ -79,7 +297,31 @@ pub struct LovoEngine {
     /// Moment matrix transposed (ms/µm²), `n_moments × n_cols`.
     qt: Vec<f64>,
     moments: MomentMap,
-    chunk: usize,
+}
+
+/// The leave-one-out driver: a [`Model`] fitted to the voxels of one series
+/// ([`Model::leave_one_out`]); [`LovoEngine::fit`] fits it without one volume, and that
+/// [`Fit`] predicts the volume.
+pub struct LovoEngine {
+    model: Model,
+    design: Design,
+    grid: Grid,
+    /// Linear grid indices of the fitted voxels, ascending.
+    voxels: Vec<usize>,
+    /// ln(max(signal, 1e-4)) of the fitted voxels, voxel-major, `n_cols` per voxel: the
+    /// diffusion-weighted volumes in `dw` order, then the S0 sample.
+    y: Vec<f64>,
+    /// S0 of each fitted voxel, used for the prediction.
+    s0: Vec<f64>,
+    s0_volume: Volume,
+}
+
+/// The model fitted without one volume (every fitted voxel): DIPY's `fit`, whose `predict`
+/// gives the held-out volume. What the voxels share (pseudo-inverse, eigenvalue floor,
+/// held-out design row) is computed once; each voxel's least squares runs in [`Fit::predict`].
+pub struct Fit<'a> {
+    engine: &'a LovoEngine,
+    fold: Fold,
 }
 
 /// Everything a fold shares across voxels.
@@ -107,74 +349,16 @@ pub struct EngineOptions {
 }
 
 impl LovoEngine {
-    /// Build the engine: S0, the fitted voxels and their log-signals. Cost: one pass over the
-    /// masked data (a log per sample), in parallel on the current rayon pool.
-    pub fn new(
-        series: &Series,
-        gradients: &GradientTable,
-        mask: &Mask,
-        kind: ModelKind,
-        method: FitMethod,
-        b0_threshold: f64,
-    ) -> Result<Self> {
-        Self::build(series, gradients, mask, kind, method, b0_threshold, false)
-    }
-
-    /// As [`LovoEngine::new`], but S0 is the 98th percentile of the masked diffusion-weighted
-    /// data even when b=0 volumes exist (nifreeze's `ignore_bzero`); b=0 volumes are still
-    /// not fitted.
-    pub fn new_ignoring_b0(
-        series: &Series,
-        gradients: &GradientTable,
-        mask: &Mask,
-        kind: ModelKind,
-        method: FitMethod,
-        b0_threshold: f64,
-    ) -> Result<Self> {
-        Self::build(series, gradients, mask, kind, method, b0_threshold, true)
-    }
-
-    /// The general constructor: see [`EngineOptions`].
-    pub fn with_options(
-        series: &Series,
-        gradients: &GradientTable,
-        mask: &Mask,
-        kind: ModelKind,
-        method: FitMethod,
-        b0_threshold: f64,
-        options: EngineOptions,
-    ) -> Result<Self> {
-        Self::build_with(series, gradients, mask, kind, method, b0_threshold, options)
-    }
-
-    /// As [`LovoEngine::with_options`] for a series known only at some voxels: every voxel of
-    /// `mask` must be held (a voxel not held reads as 0, i.e. no signal). Gives the same fits
-    /// and predictions as the whole series would; only [`LovoEngine::s0`] is 0 outside.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_masked(
-        series: &MaskedSeries,
-        gradients: &GradientTable,
-        mask: &Mask,
-        kind: ModelKind,
-        method: FitMethod,
-        b0_threshold: f64,
-        options: EngineOptions,
-    ) -> Result<Self> {
-        Self::build_with(series, gradients, mask, kind, method, b0_threshold, options)
-    }
-
-    /// Voxels per work item (results do not depend on it).
-    pub fn with_chunk_size(mut self, n: usize) -> Self {
-        self.chunk = n.max(1);
-        self
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     pub fn kind(&self) -> ModelKind {
-        self.kind
+        self.model.kind
     }
 
     pub fn method(&self) -> FitMethod {
-        self.method
+        self.model.method
     }
 
     /// Number of fitted voxels (mask voxels with usable S0).
@@ -184,7 +368,7 @@ impl LovoEngine {
 
     /// 4-D indices of the diffusion-weighted volumes (the ones [`LovoEngine::predict`] accepts).
     pub fn dw_indices(&self) -> &[usize] {
-        &self.dw
+        &self.design.dw
     }
 
     /// S0: the voxelwise median of the b=0 volumes over the whole grid (the registration
@@ -193,191 +377,157 @@ impl LovoEngine {
         self.s0_volume.clone()
     }
 
-    /// As [`LovoEngine::new`] for f64 signals: `data` is volume-major like [`Series::data`]
-    /// (`n_volumes` volumes on `grid`). For callers holding exact signals (tests, simulation).
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_f64(
-        grid: &Grid,
-        n_volumes: usize,
-        data: &[f64],
-        gradients: &GradientTable,
-        mask: &Mask,
-        kind: ModelKind,
-        method: FitMethod,
-        b0_threshold: f64,
-    ) -> Result<Self> {
-        if data.len() != grid.len() * n_volumes {
-            return Err(Error::input(format!(
-                "{} samples do not fill {n_volumes} volumes of {:?}",
-                data.len(),
-                grid.dims
-            )));
-        }
-        let src = F64Samples {
-            grid,
-            n_volumes,
-            data,
-        };
-        Self::build(&src, gradients, mask, kind, method, b0_threshold, false)
-    }
-
-    fn build<S: Samples>(
-        series: &S,
-        gradients: &GradientTable,
-        mask: &Mask,
-        kind: ModelKind,
-        method: FitMethod,
-        b0_threshold: f64,
-        ignore_b0: bool,
-    ) -> Result<Self> {
-        let options = EngineOptions {
-            ignore_b0,
-            s0_sample: kind == ModelKind::Dki,
-        };
-        Self::build_with(series, gradients, mask, kind, method, b0_threshold, options)
-    }
-
-    fn build_with<S: Samples>(
-        series: &S,
-        gradients: &GradientTable,
-        mask: &Mask,
-        kind: ModelKind,
-        method: FitMethod,
-        b0_threshold: f64,
-        options: EngineOptions,
-    ) -> Result<Self> {
-        let EngineOptions {
-            ignore_b0,
-            s0_sample,
-        } = options;
-        let grid = series.grid().clone();
-        let nvox = grid.len();
-        if gradients.len() != series.n_volumes() {
-            return Err(Error::input(format!(
-                "the gradient table has {} rows but the series has {} volumes",
-                gradients.len(),
-                series.n_volumes()
-            )));
-        }
-        if mask.grid.dims != grid.dims || mask.data.len() != nvox {
-            return Err(Error::input(format!(
-                "the mask grid {:?} does not match the series grid {:?}",
-                mask.grid.dims, grid.dims
-            )));
-        }
-        let dw = gradients.dw_indices(b0_threshold);
-        let b0 = gradients.b0_indices(b0_threshold);
-        let p = design::n_params(kind);
-        // The one rule of what a leave-one-out fit needs (every fold identifiable).
-        requirements::check(kind, gradients, b0_threshold, s0_sample)?;
-        for &k in &dw {
-            let g = gradients.bvecs[k];
-            let n = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
-            if !(gradients.bvals[k].is_finite() && n > 0.5 && n < 1.5) {
-                return Err(Error::input(format!(
-                    "volume {k}: b={} with gradient {:?} is not a usable diffusion-weighted measurement",
-                    gradients.bvals[k], g
-                )));
-            }
-        }
-
-        // Columns: DW volumes, then the S0 sample (b = 0, no direction) for DKI.
-        let mut bvals: Vec<f64> = dw.iter().map(|&k| gradients.bvals[k]).collect();
-        let mut bvecs: Vec<[f64; 3]> = dw.iter().map(|&k| gradients.bvecs[k]).collect();
-        if s0_sample {
-            bvals.push(0.0);
-            bvecs.push([0.0; 3]);
-        }
-        let nc = bvals.len();
-        let cols = design::columns(kind);
-        let moments = MomentMap::new(&cols);
-        let mut x = Vec::with_capacity(nc * p);
-        let mut q = Vec::with_capacity(nc * moments.keys.len());
-        for c in 0..nc {
-            x.extend(design::row(&cols, bvals[c] / 1000.0, bvecs[c]));
-            q.extend(moments.row(bvals[c] / 1000.0, bvecs[c]));
-        }
-        let nm = moments.keys.len();
-        let mut xt = vec![0.0; p * nc];
-        let mut qt = vec![0.0; nm * nc];
-        for c in 0..nc {
-            for j in 0..p {
-                xt[j * nc + c] = x[c * p + j];
-            }
-            for k in 0..nm {
-                qt[k * nc + c] = q[c * nm + k];
-            }
-        }
-
-        // S0 and the fitted voxels.
-        let (s0_grid, voxels): (Vec<f64>, Vec<usize>) = if !b0.is_empty() && !ignore_b0 {
-            let s0 = median_volumes(series, &b0);
-            let vox = (0..nvox)
-                .filter(|&l| mask.data[l] && s0[l].is_finite() && s0[l] >= MIN_S0)
-                .collect();
-            (s0, vox)
-        } else {
-            let vox = mask.indices();
-            let c = percentile_s0(series, &dw, &vox);
-            let mut s0 = vec![0.0; nvox];
-            for &l in &vox {
-                s0[l] = c;
-            }
-            let vox = if c >= MIN_S0 { vox } else { Vec::new() };
-            (s0, vox)
-        };
-        let s0: Vec<f64> = voxels.iter().map(|&l| s0_grid[l]).collect();
-        let s0_volume = Volume::new(grid.clone(), s0_grid.iter().map(|&v| v as f32).collect());
-
-        // Voxel-major log-signals, built chunk by chunk so that reads of each volume stay local.
-        const BUILD_CHUNK: usize = 256;
-        let mut y = vec![0.0f64; voxels.len() * nc];
-        let ndw = dw.len();
-        y.par_chunks_mut(BUILD_CHUNK * nc)
-            .zip(voxels.par_chunks(BUILD_CHUNK))
-            .zip(s0.par_chunks(BUILD_CHUNK))
-            .for_each(|((yc, vc), sc)| {
-                for (c, &k) in dw.iter().enumerate() {
-                    for (i, &l) in vc.iter().enumerate() {
-                        yc[i * nc + c] = log_signal(series.get(k, l));
-                    }
-                }
-                if nc > ndw {
-                    for (i, &s) in sc.iter().enumerate() {
-                        yc[i * nc + ndw] = log_signal(s);
-                    }
-                }
-            });
-
-        Ok(LovoEngine {
-            grid,
-            kind,
-            method,
-            voxels,
-            y,
-            s0,
-            s0_volume,
-            dw,
-            bvals,
-            bvecs,
-            cols,
-            x,
-            xt,
-            qt,
-            moments,
-            chunk: DEFAULT_CHUNK,
-        })
-    }
-
-    fn column_of(&self, index: usize) -> Result<usize> {
-        self.dw.iter().position(|&k| k == index).ok_or_else(|| {
+    /// The model fitted without 4-D volume `index` (a diffusion-weighted volume).
+    pub fn fit(&self, index: usize) -> Result<Fit<'_>> {
+        let dw = &self.design.dw;
+        let h = dw.iter().position(|&k| k == index).ok_or_else(|| {
             Error::input(format!(
                 "volume {index} is not a diffusion-weighted volume of this series (diffusion-weighted volumes: {}); b=0 volumes and out-of-range indices cannot be predicted",
-                compact_list(&self.dw)
+                compact_list(dw)
             ))
+        })?;
+        Ok(Fit {
+            engine: self,
+            fold: self.design.fold(h),
         })
     }
 
+    /// Prediction of 4-D volume `index` (a diffusion-weighted volume) fitted on all other
+    /// diffusion-weighted volumes; zero outside the fitted voxels.
+    pub fn predict(&self, index: usize) -> Result<Volume> {
+        Ok(self.scatter(&self.fit(index)?.predict()))
+    }
+
+    /// The prediction at the fitted voxels ([`LovoEngine::voxel_indices`] order), in f64.
+    pub fn predict_values(&self, index: usize) -> Result<Vec<f64>> {
+        Ok(self.fit(index)?.predict())
+    }
+
+    /// [`Fit::predict_plain`] of volume `index`.
+    pub fn predict_values_plain(&self, index: usize) -> Result<Vec<f64>> {
+        Ok(self.fit(index)?.predict_plain())
+    }
+
+    /// Linear grid indices of the fitted voxels (mask voxels with usable S0), ascending.
+    pub fn voxel_indices(&self) -> &[usize] {
+        &self.voxels
+    }
+
+    fn scatter(&self, vals: &[f64]) -> Volume {
+        let mut out = Volume::zeros(self.grid.clone());
+        for (&l, &v) in self.voxels.iter().zip(vals) {
+            out.data[l] = v as f32;
+        }
+        out
+    }
+}
+
+impl Fit<'_> {
+    /// The held-out volume predicted at every fitted voxel ([`LovoEngine::voxel_indices`]
+    /// order), in f64.
+    pub fn predict(&self) -> Vec<f64> {
+        let e = self.engine;
+        let nc = e.design.bvals.len();
+        let chunk = e.model.chunk;
+        let mut vals = vec![0.0f64; e.voxels.len()];
+        vals.par_chunks_mut(chunk)
+            .zip(e.y.par_chunks(chunk * nc))
+            .zip(e.s0.par_chunks(chunk))
+            .for_each(|((out, y), s0)| match e.model.kind {
+                ModelKind::Dti => self.chunk_fast::<7>(y, s0, out),
+                ModelKind::Dki => self.chunk_fast::<22>(y, s0, out),
+            });
+        vals
+    }
+
+    /// The same prediction by the straightforward route: per voxel, DIPY's pseudo-inverse
+    /// solve of the weighted problem and the literal eigen-decomposition. Slow; the reference
+    /// the fast path is tested and benchmarked against.
+    pub fn predict_plain(&self) -> Vec<f64> {
+        let e = self.engine;
+        let nc = e.design.bvals.len();
+        let chunk = e.model.chunk;
+        let mut vals = vec![0.0f64; e.voxels.len()];
+        vals.par_chunks_mut(chunk)
+            .zip(e.y.par_chunks(chunk * nc))
+            .zip(e.s0.par_chunks(chunk))
+            .for_each(|((out, y), s0)| {
+                for (v, o) in out.iter_mut().enumerate() {
+                    *o = self.voxel_plain(&y[v * nc..(v + 1) * nc], s0[v]);
+                }
+            });
+        vals
+    }
+
+    /// Fit and predict one chunk of `P`-parameter models, [`kernel::LANES`] voxels at a time.
+    fn chunk_fast<const P: usize>(&self, y: &[f64], s0: &[f64], out: &mut [f64]) {
+        let (d, fold) = (&self.engine.design, &self.fold);
+        let nc = d.bvals.len();
+        let fd = FoldData {
+            nc,
+            h: fold.h,
+            pinv: &fold.pinv,
+            x: &d.x,
+            xt: &d.xt,
+            qt: &d.qt,
+            entries: &d.moments.entries,
+            wls: self.engine.model.method == FitMethod::Wls,
+            pivot_tol: PIVOT_TOL,
+        };
+        let isa = kernel::Isa::detect();
+        let mut sc = Scratch::new(nc, d.moments.keys.len(), P);
+        let nv = s0.len();
+        let mut start = 0;
+        while start < nv {
+            let g = (nv - start).min(LANES);
+            let fit =
+                kernel::fit_group::<P>(&fd, &y[start * nc..(start + g) * nc], g, &mut sc, isa);
+            for l in 0..g {
+                let v = start + l;
+                let beta: [f64; P] = if fit.bad[l] {
+                    // Too ill-conditioned for normal equations: weighted least squares by SVD.
+                    let sw: Vec<f64> = (0..nc).map(|c| sc.weight(c, l).sqrt()).collect();
+                    let sol = d.weighted_lstsq(fold.h, &sw, &y[v * nc..(v + 1) * nc]);
+                    let mut b = [0.0f64; P];
+                    b.copy_from_slice(sol.as_slice());
+                    b
+                } else {
+                    fit.beta[l]
+                };
+                out[v] = log_prediction(&beta, &fold.x_pred, s0[v], fold.thr).exp();
+            }
+            start += g;
+        }
+    }
+
+    /// One voxel, straightforwardly (DIPY's formulas and order).
+    fn voxel_plain(&self, y: &[f64], s0: f64) -> f64 {
+        let (d, fold) = (&self.engine.design, &self.fold);
+        let nc = d.bvals.len();
+        let p = d.cols.len();
+        let beta_ols: Vec<f64> = (0..p)
+            .map(|j| (0..nc).map(|c| fold.pinv[j * nc + c] * y[c]).sum())
+            .collect();
+        let beta = match self.engine.model.method {
+            FitMethod::Ols => beta_ols,
+            FitMethod::Wls => {
+                let sw: Vec<f64> = (0..nc)
+                    .map(|c| {
+                        (0..p)
+                            .map(|j| d.x[c * p + j] * beta_ols[j])
+                            .sum::<f64>()
+                            .exp()
+                    })
+                    .collect();
+                d.weighted_lstsq(fold.h, &sw, y).as_slice().to_vec()
+            }
+        };
+        log_prediction_literal(&beta, &fold.x_pred, s0, fold.thr).exp()
+    }
+}
+
+impl Design {
+    /// What fold `h` (column held out) shares across voxels.
     fn fold(&self, h: usize) -> Fold {
         let nc = self.bvals.len();
         let p = self.cols.len();
@@ -411,100 +561,6 @@ impl LovoEngine {
         }
     }
 
-    /// Prediction of 4-D volume `index` (a diffusion-weighted volume) fitted on all other
-    /// diffusion-weighted volumes; zero outside the fitted voxels.
-    pub fn predict(&self, index: usize) -> Result<Volume> {
-        Ok(self.scatter(&self.predict_values(index)?))
-    }
-
-    /// The prediction at the fitted voxels ([`LovoEngine::voxel_indices`] order), in f64.
-    pub fn predict_values(&self, index: usize) -> Result<Vec<f64>> {
-        let h = self.column_of(index)?;
-        let fold = self.fold(h);
-        let nc = self.bvals.len();
-        let mut vals = vec![0.0f64; self.voxels.len()];
-        vals.par_chunks_mut(self.chunk)
-            .zip(self.y.par_chunks(self.chunk * nc))
-            .zip(self.s0.par_chunks(self.chunk))
-            .for_each(|((out, y), s0)| match self.kind {
-                ModelKind::Dti => self.chunk_fast::<7>(&fold, y, s0, out),
-                ModelKind::Dki => self.chunk_fast::<22>(&fold, y, s0, out),
-            });
-        Ok(vals)
-    }
-
-    /// The same prediction by the straightforward route: per voxel, DIPY's pseudo-inverse
-    /// solve of the weighted problem and the literal eigen-decomposition. Slow; the reference
-    /// the fast path is tested and benchmarked against.
-    pub fn predict_values_plain(&self, index: usize) -> Result<Vec<f64>> {
-        let h = self.column_of(index)?;
-        let fold = self.fold(h);
-        let nc = self.bvals.len();
-        let mut vals = vec![0.0f64; self.voxels.len()];
-        vals.par_chunks_mut(self.chunk)
-            .zip(self.y.par_chunks(self.chunk * nc))
-            .zip(self.s0.par_chunks(self.chunk))
-            .for_each(|((out, y), s0)| {
-                for (v, o) in out.iter_mut().enumerate() {
-                    *o = self.voxel_plain(&fold, &y[v * nc..(v + 1) * nc], s0[v]);
-                }
-            });
-        Ok(vals)
-    }
-
-    /// Linear grid indices of the fitted voxels (mask voxels with usable S0), ascending.
-    pub fn voxel_indices(&self) -> &[usize] {
-        &self.voxels
-    }
-
-    fn scatter(&self, vals: &[f64]) -> Volume {
-        let mut out = Volume::zeros(self.grid.clone());
-        for (&l, &v) in self.voxels.iter().zip(vals) {
-            out.data[l] = v as f32;
-        }
-        out
-    }
-
-    /// Fit and predict one chunk of `P`-parameter models, [`kernel::LANES`] voxels at a time.
-    fn chunk_fast<const P: usize>(&self, fold: &Fold, y: &[f64], s0: &[f64], out: &mut [f64]) {
-        let nc = self.bvals.len();
-        let fd = FoldData {
-            nc,
-            h: fold.h,
-            pinv: &fold.pinv,
-            x: &self.x,
-            xt: &self.xt,
-            qt: &self.qt,
-            entries: &self.moments.entries,
-            wls: self.method == FitMethod::Wls,
-            pivot_tol: PIVOT_TOL,
-        };
-        let avx2 = kernel::has_avx2();
-        let mut sc = Scratch::new(nc, self.moments.keys.len(), P);
-        let nv = s0.len();
-        let mut start = 0;
-        while start < nv {
-            let g = (nv - start).min(LANES);
-            let fit =
-                kernel::fit_group::<P>(&fd, &y[start * nc..(start + g) * nc], g, &mut sc, avx2);
-            for l in 0..g {
-                let v = start + l;
-                let beta: [f64; P] = if fit.bad[l] {
-                    // Too ill-conditioned for normal equations: weighted least squares by SVD.
-                    let sw: Vec<f64> = (0..nc).map(|c| sc.weight(c, l).sqrt()).collect();
-                    let sol = self.weighted_lstsq(fold.h, &sw, &y[v * nc..(v + 1) * nc]);
-                    let mut b = [0.0f64; P];
-                    b.copy_from_slice(sol.as_slice());
-                    b
-                } else {
-                    fit.beta[l]
-                };
-                out[v] = log_prediction(&beta, &fold.x_pred, s0[v], fold.thr).exp();
-            }
-            start += g;
-        }
-    }
-
     /// Solve min Σ_{i≠h} (sw_i (x_i·β - y_i))² by SVD with numpy's pinv cut-off.
     fn weighted_lstsq(&self, h: usize, sw: &[f64], y: &[f64]) -> DVector<f64> {
         let nc = self.bvals.len();
@@ -520,34 +576,10 @@ impl LovoEngine {
         }
         linalg::pinv(&a, RCOND) * b
     }
-
-    /// One voxel, straightforwardly (DIPY's formulas and order).
-    fn voxel_plain(&self, fold: &Fold, y: &[f64], s0: f64) -> f64 {
-        let nc = self.bvals.len();
-        let p = self.cols.len();
-        let beta_ols: Vec<f64> = (0..p)
-            .map(|j| (0..nc).map(|c| fold.pinv[j * nc + c] * y[c]).sum())
-            .collect();
-        let beta = match self.method {
-            FitMethod::Ols => beta_ols,
-            FitMethod::Wls => {
-                let sw: Vec<f64> = (0..nc)
-                    .map(|c| {
-                        (0..p)
-                            .map(|j| self.x[c * p + j] * beta_ols[j])
-                            .sum::<f64>()
-                            .exp()
-                    })
-                    .collect();
-                self.weighted_lstsq(fold.h, &sw, y).as_slice().to_vec()
-            }
-        };
-        log_prediction_literal(&beta, &fold.x_pred, s0, fold.thr).exp()
-    }
 }
 
-/// Read access to the samples of a 4-D series (f32 [`Series`] or f64 data).
-trait Samples: Sync {
+/// Read access to the samples of a 4-D series: [`Series`], [`MaskedSeries`] or [`F64Series`].
+pub trait Samples: Sync {
     fn grid(&self) -> &Grid;
     fn n_volumes(&self) -> usize;
     /// Sample of volume `k` at linear voxel index `l`.
@@ -580,13 +612,32 @@ impl Samples for Series {
     }
 }
 
-struct F64Samples<'a> {
+/// f64 signals, volume-major like [`Series::data`] (`n_volumes` volumes on `grid`), for
+/// callers holding exact signals (tests, simulation).
+pub struct F64Series<'a> {
     grid: &'a Grid,
     n_volumes: usize,
     data: &'a [f64],
 }
 
-impl Samples for F64Samples<'_> {
+impl<'a> F64Series<'a> {
+    pub fn new(grid: &'a Grid, n_volumes: usize, data: &'a [f64]) -> Result<Self> {
+        if data.len() != grid.len() * n_volumes {
+            return Err(Error::input(format!(
+                "{} samples do not fill {n_volumes} volumes of {:?}",
+                data.len(),
+                grid.dims
+            )));
+        }
+        Ok(F64Series {
+            grid,
+            n_volumes,
+            data,
+        })
+    }
+}
+
+impl Samples for F64Series<'_> {
     fn grid(&self) -> &Grid {
         self.grid
     }

@@ -78,27 +78,53 @@ impl Scratch {
     }
 }
 
+/// Which build of the kernel may run here. Only [`Isa::detect`] and [`Isa::baseline`] make
+/// one, so safe code reaches the AVX2 build only on a CPU that has AVX2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Isa {
+    avx2: bool,
+}
+
+impl Isa {
+    /// The best build this CPU runs (AVX2 where the CPU has it).
+    pub fn detect() -> Self {
+        Isa { avx2: has_avx2() }
+    }
+
+    /// The baseline build, on any CPU (the tests compare both builds).
+    #[cfg(test)]
+    pub fn baseline() -> Self {
+        Isa { avx2: false }
+    }
+
+    #[cfg(test)]
+    pub fn avx2(self) -> bool {
+        self.avx2
+    }
+}
+
 /// Fit `g ≤ LANES` voxels whose log-signals are `y` (voxel-major, `nc` per voxel).
 pub fn fit_group<const P: usize>(
     fd: &FoldData,
     y: &[f64],
     g: usize,
     sc: &mut Scratch,
-    avx2: bool,
+    isa: Isa,
 ) -> GroupFit<P> {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2 {
-            // SAFETY: the caller checked that the CPU supports AVX2.
+        if isa.avx2 {
+            // SAFETY: an `Isa` with `avx2` set is made only by `Isa::detect` on a CPU that
+            // has AVX2.
             return unsafe { fit_group_avx2::<P>(fd, y, g, sc) };
         }
     }
-    let _ = avx2;
+    let _ = isa;
     fit_group_body::<P>(fd, y, g, sc)
 }
 
 /// True when the AVX2 build of the kernel can run here.
-pub fn has_avx2() -> bool {
+fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2")
@@ -534,7 +560,7 @@ mod group_tests {
         };
         let y: Vec<f64> = (0..LANES * nc).map(|_| 5.0 + lcg(&mut seed)).collect();
         let mut sc = Scratch::new(nc, nm, p);
-        let a = fit_group::<22>(&fd, &y, LANES, &mut sc, false);
+        let a = fit_group::<22>(&fd, &y, LANES, &mut sc, Isa::baseline());
         // the lock-step kernel does each voxel's scalar arithmetic in the textbook order
         // (sums in column order, left-looking Cholesky, substitutions row by row): the same
         // bits as one voxel fitted alone, whatever the number of lanes
@@ -549,8 +575,8 @@ mod group_tests {
                 );
             }
         }
-        if has_avx2() {
-            let b = fit_group::<22>(&fd, &y, LANES, &mut sc, true);
+        if Isa::detect().avx2() {
+            let b = fit_group::<22>(&fd, &y, LANES, &mut sc, Isa::detect());
             for l in 0..LANES {
                 for j in 0..p {
                     assert_eq!(a.beta[l][j].to_bits(), b.beta[l][j].to_bits());
@@ -559,7 +585,7 @@ mod group_tests {
         }
         for l in 0..LANES {
             // the same voxel alone in a group gives the same bits
-            let one = fit_group::<22>(&fd, &y[l * nc..(l + 1) * nc], 1, &mut sc, false);
+            let one = fit_group::<22>(&fd, &y[l * nc..(l + 1) * nc], 1, &mut sc, Isa::baseline());
             assert!(!one.bad[0]);
             for j in 0..p {
                 assert_eq!(a.beta[l][j].to_bits(), one.beta[0][j].to_bits());

@@ -7,8 +7,6 @@
 //! Jacobi methods are simple and accurate to a few ulps, which is what matching DIPY (LAPACK)
 //! needs; the matrices here are small.
 
-#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
-
 use nalgebra::DMatrix;
 
 /// Thin SVD `a = U Σ Vᵀ` by one-sided Jacobi rotations on the columns (Hestenes).
@@ -59,9 +57,9 @@ pub fn svd(a: &DMatrix<f64>) -> (DMatrix<f64>, Vec<f64>, DMatrix<f64>) {
         }
     }
     let mut sigma = vec![0.0; n];
-    for k in 0..n {
+    for (k, sigma_k) in sigma.iter_mut().enumerate() {
         let s = u.column(k).norm();
-        sigma[k] = s;
+        *sigma_k = s;
         if s > 0.0 {
             u.column_mut(k).scale_mut(1.0 / s);
         }
@@ -119,12 +117,13 @@ pub fn eigh3(m: [[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
             let c = 1.0 / (t * t + 1.0).sqrt();
             let s = t * c;
             // A' = Jᵀ A J with J the rotation in the (p, q) plane.
-            for k in 0..3 {
-                let akp = a[k][p];
-                let akq = a[k][q];
-                a[k][p] = c * akp - s * akq;
-                a[k][q] = s * akp + c * akq;
+            for row in a.iter_mut() {
+                let akp = row[p];
+                let akq = row[q];
+                row[p] = c * akp - s * akq;
+                row[q] = s * akp + c * akq;
             }
+            #[allow(clippy::needless_range_loop)] // rows p and q are updated together, by column
             for k in 0..3 {
                 let apk = a[p][k];
                 let aqk = a[q][k];

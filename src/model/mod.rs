@@ -4,17 +4,18 @@
 //! and OLS, as nifreeze's `BaseDWIModel` calls them); the route is ours: log-signals stored
 //! once voxel-major, one matrix product per chunk for the OLS coefficients of all its voxels,
 //! WLS normal matrices built from a handful of weighted moments, a small Cholesky per voxel.
-//! See [`engine::LovoEngine`].
+//! See [`engine`]: a [`Model`] (options builder) owns its design; [`Model::leave_one_out`]
+//! gives the leave-one-out driver [`LovoEngine`], whose [`Fit`] of each fold predicts.
 
 pub mod batch;
 pub mod design;
 pub mod engine;
-pub mod kernel;
+mod kernel;
 pub mod linalg;
 pub mod requirements;
 pub mod tensor;
 
-pub use engine::{EngineOptions, LovoEngine};
+pub use engine::{Design, EngineOptions, F64Series, Fit, LovoEngine, Model, Samples};
 
 /// Which signal model predicts the held-out volume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,8 +10,6 @@
 //! fitted one (to rounding), so the fast path skips the decomposition after a cheap
 //! positive-definiteness test.
 
-#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
-
 use super::linalg::eigh3;
 use nalgebra::Matrix3;
 

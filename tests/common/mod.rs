@@ -9,12 +9,33 @@ use nifreeze::image::Mask;
 use nifreeze::report::read_motion_tsv;
 use std::path::{Path, PathBuf};
 
+/// `simulate` options of a small phantom (5 mm, 2 b=0 + 2 × 6 volumes): seconds to make.
+pub const SMALL_PHANTOM: [&str; 6] = [
+    "--voxel-size",
+    "5",
+    "--shells",
+    "1000:6,2000:6",
+    "--b0",
+    "2",
+];
+
 /// The true per-volume matrices (m00..m33 columns) of a truth.tsv.
 pub fn read_truth(path: impl AsRef<Path>) -> Vec<Matrix4<f64>> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     read_motion_tsv(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A rigid transform: rotation `rot_deg` (x, y, z Euler angles, degrees) about the centre `c`
+/// (RAS mm), then translation `t` (mm).
+pub fn rigid(rot_deg: [f64; 3], t: [f64; 3], c: impl Into<Vector3<f64>>) -> Matrix4<f64> {
+    let r = nalgebra::Rotation3::from_euler_angles(
+        rot_deg[0].to_radians(),
+        rot_deg[1].to_radians(),
+        rot_deg[2].to_radians(),
+    );
+    nifreeze::registration::transform::about_centre(r.matrix(), &Vector3::from(t), &c.into())
 }
 
 /// Every voxel centre of the mask (RAS mm).
@@ -49,6 +70,28 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     }
     v.sort();
     v
+}
+
+/// Every output of run folders `a` and `b` but summary.json (timings, command line) is
+/// byte-identical, and both hold the same files.
+pub fn assert_same_outputs(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    let names = |f: &[PathBuf], root: &Path| -> Vec<PathBuf> {
+        f.iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
+    };
+    assert_eq!(names(&fa, a), names(&fb, b));
+    for (x, y) in fa.iter().zip(&fb) {
+        if x.file_name().unwrap() == "summary.json" {
+            continue;
+        }
+        assert!(
+            std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
+            "{} differs between the two runs",
+            x.display()
+        );
+    }
 }
 
 /// The bundled sample copied into `dir` under a BIDS name (`sub-01_dwi.nii.gz`, `.bval`,

@@ -1,8 +1,8 @@
-//! Help that teaches: every subcommand's help shows examples, every option says what it does,
+//! Help that teaches (the CLI's own tests: the CLI lives in the binary): every subcommand's help shows examples, every option says what it does,
 //! and the aliases users bring from FSL, MRtrix and nipreps parse to the same arguments.
 
+use super::{Cli, Command};
 use clap::{CommandFactory, Parser};
-use nifreeze::cli::{Cli, Command};
 use std::path::PathBuf;
 
 #[test]
@@ -87,8 +87,18 @@ fn estimate_help_names_every_output_and_the_transform_direction() {
     assert!(order.is_hide_set(), "--order only changes the log: hidden");
 }
 
-fn estimate_args(words: &[&str]) -> nifreeze::cli::EstimateArgs {
-    match Cli::try_parse_from(words).unwrap().command {
+/// `nifreeze-rs estimate d.nii.gz --out o` followed by `extra`.
+fn estimate_words<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["nifreeze-rs", "estimate", "d.nii.gz", "--out", "o"][..],
+        extra,
+    ]
+    .concat()
+}
+
+/// [`estimate_words`] parsed.
+fn estimate_args(extra: &[&str]) -> super::EstimateArgs {
+    match Cli::try_parse_from(estimate_words(extra)).unwrap().command {
         Command::Estimate(a) => a,
         _ => unreachable!(),
     }
@@ -96,73 +106,20 @@ fn estimate_args(words: &[&str]) -> nifreeze::cli::EstimateArgs {
 
 #[test]
 fn aliases_from_fsl_mrtrix_and_nipreps() {
-    let a = estimate_args(&[
-        "nifreeze-rs",
-        "estimate",
-        "d.nii.gz",
-        "--out",
-        "o",
-        "--bvals",
-        "x.bval",
-        "--bvecs",
-        "x.bvec",
-        "--nthreads",
-        "3",
-    ]);
+    let a = estimate_args(&["--bvals", "x.bval", "--bvecs", "x.bvec", "--nthreads", "3"]);
     assert_eq!(a.gradients.bval, Some(PathBuf::from("x.bval")));
     assert_eq!(a.gradients.bvec, Some(PathBuf::from("x.bvec")));
     assert_eq!(a.threads, 3);
     // MRtrix order: -fslgrad bvecs bvals
-    let a = estimate_args(&[
-        "nifreeze-rs",
-        "estimate",
-        "d.nii.gz",
-        "--out",
-        "o",
-        "--fslgrad",
-        "x.bvec",
-        "x.bval",
-    ]);
+    let a = estimate_args(&["--fslgrad", "x.bvec", "x.bval"]);
     let (bval, bvec) = a.gradients.fsl_files().unwrap();
     assert_eq!(bval, &PathBuf::from("x.bval"));
     assert_eq!(bvec, &PathBuf::from("x.bvec"));
     // --fslgrad with --bval, or with one file only, is a usage error
     for bad in [
-        &[
-            "nifreeze-rs",
-            "estimate",
-            "d",
-            "--out",
-            "o",
-            "--fslgrad",
-            "a",
-            "b",
-            "--bval",
-            "c",
-            "--bvec",
-            "d",
-        ][..],
-        &[
-            "nifreeze-rs",
-            "estimate",
-            "d",
-            "--out",
-            "o",
-            "--fslgrad",
-            "a",
-        ][..],
-        &[
-            "nifreeze-rs",
-            "estimate",
-            "d",
-            "--out",
-            "o",
-            "--fslgrad",
-            "a",
-            "b",
-            "--grad",
-            "g",
-        ][..],
+        &estimate_words(&["--fslgrad", "a", "b", "--bval", "c", "--bvec", "d"])[..],
+        &estimate_words(&["--fslgrad", "a"])[..],
+        &estimate_words(&["--fslgrad", "a", "b", "--grad", "g"])[..],
     ] {
         assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} must be refused");
     }
@@ -177,4 +134,12 @@ fn aliases_from_fsl_mrtrix_and_nipreps() {
             });
         assert!(help, "{cmd} accepts --nthreads");
     }
+}
+
+#[test]
+fn memory_sizes_parse_with_binary_units() {
+    assert_eq!(super::parse_memory_size("1.5G"), Ok(1_610_612_736));
+    assert_eq!(super::parse_memory_size("4096"), Ok(4_294_967_296));
+    assert_eq!(super::parse_memory_size("512KiB"), Ok(524_288));
+    assert!(super::parse_memory_size("-1G").is_err());
 }
