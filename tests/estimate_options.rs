@@ -87,6 +87,16 @@ fn accuracy(dir: &Path, rows: &[usize]) -> (f64, f64) {
     (s.aligned_median_mm, s.aligned_worst_volume_mm)
 }
 
+/// [`accuracy`] below `(max median, max worst)` mm, printed with `label`.
+fn assert_accurate(dir: &Path, rows: &[usize], label: &str, max: (f64, f64)) {
+    let (median, worst) = accuracy(dir, rows);
+    eprintln!("{label}: median {median:.4} mm, worst {worst:.4} mm");
+    assert!(
+        median < max.0 && worst < max.1,
+        "{label}: median {median} mm, worst {worst} mm"
+    );
+}
+
 fn all_rows() -> Vec<usize> {
     (0..27).collect()
 }
@@ -113,9 +123,12 @@ fn dki_runs_with_a_warning_below_44_volumes_identically_for_any_j() {
         "{s}"
     );
     assert_eq!(motion(&a).len(), 27);
-    let (median, worst) = accuracy(&a, &all_rows());
-    eprintln!("dki, 1 pass: median {median:.4} mm, worst {worst:.4} mm");
-    assert!(median < DKI_MAX_MEDIAN_MM && worst < DKI_MAX_WORST_MM);
+    assert_accurate(
+        &a,
+        &all_rows(),
+        "dki, 1 pass",
+        (DKI_MAX_MEDIAN_MM, DKI_MAX_WORST_MM),
+    );
 }
 
 #[test]
@@ -124,9 +137,7 @@ fn b0_model_is_identical_for_any_j_and_close_to_truth() {
     let (a, _) = identical_for_j1_j2(tmp.path(), &["--model", "b0", "-q"]);
     assert!(a.join("dwi_corrected.nii.gz").exists());
     assert_eq!(summary(&a)["parameters"]["model"], "b0");
-    let (median, worst) = accuracy(&a, &all_rows());
-    eprintln!("b0: median {median:.4} mm, worst {worst:.4} mm");
-    assert!(median < B0_MAX_MEDIAN_MM && worst < B0_MAX_WORST_MM);
+    assert_accurate(&a, &all_rows(), "b0", (B0_MAX_MEDIAN_MM, B0_MAX_WORST_MM));
 }
 
 #[test]
@@ -274,9 +285,12 @@ fn ignore_b0_runs_a_series_without_b0_volumes() {
     let s = summary(&out);
     assert_eq!(s["parameters"]["ignore_b0"], true);
     assert_eq!(motion(&out).len(), 24);
-    let (median, worst) = accuracy(&out, &keep);
-    eprintln!("--ignore-b0: median {median:.4} mm, worst {worst:.4} mm");
-    assert!(median < NO_B0_MAX_MEDIAN_MM && worst < NO_B0_MAX_WORST_MM);
+    assert_accurate(
+        &out,
+        &keep,
+        "--ignore-b0",
+        (NO_B0_MAX_MEDIAN_MM, NO_B0_MAX_WORST_MM),
+    );
 }
 
 #[test]

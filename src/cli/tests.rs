@@ -97,7 +97,7 @@ fn estimate_words<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// [`estimate_words`] parsed.
-fn estimate_args(extra: &[&str]) -> super::EstimateArgs {
+fn estimate_args(extra: &[&str]) -> crate::commands::estimate::args::EstimateArgs {
     match Cli::try_parse_from(estimate_words(extra)).unwrap().command {
         Command::Estimate(a) => a,
         _ => unreachable!(),
@@ -109,7 +109,7 @@ fn aliases_from_fsl_mrtrix_and_nipreps() {
     let a = estimate_args(&["--bvals", "x.bval", "--bvecs", "x.bvec", "--nthreads", "3"]);
     assert_eq!(a.gradients.bval, Some(PathBuf::from("x.bval")));
     assert_eq!(a.gradients.bvec, Some(PathBuf::from("x.bvec")));
-    assert_eq!(a.threads, 3);
+    assert_eq!(a.threads.n, 3);
     // MRtrix order: -fslgrad bvecs bvals
     let a = estimate_args(&["--fslgrad", "x.bvec", "x.bval"]);
     let (bval, bvec) = a.gradients.fsl_files().unwrap();
@@ -138,8 +138,17 @@ fn aliases_from_fsl_mrtrix_and_nipreps() {
 
 #[test]
 fn memory_sizes_parse_with_binary_units() {
-    assert_eq!(super::parse_memory_size("1.5G"), Ok(1_610_612_736));
-    assert_eq!(super::parse_memory_size("4096"), Ok(4_294_967_296));
-    assert_eq!(super::parse_memory_size("512KiB"), Ok(524_288));
-    assert!(super::parse_memory_size("-1G").is_err());
+    assert_eq!(
+        crate::commands::estimate::args::parse_memory_size("1.5G"),
+        Ok(1_610_612_736)
+    );
+    assert_eq!(
+        crate::commands::estimate::args::parse_memory_size("4096"),
+        Ok(4_294_967_296)
+    );
+    assert_eq!(
+        crate::commands::estimate::args::parse_memory_size("512KiB"),
+        Ok(524_288)
+    );
+    assert!(crate::commands::estimate::args::parse_memory_size("-1G").is_err());
 }

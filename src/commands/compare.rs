@@ -2,7 +2,6 @@
 //! and fail with exit code 1 when a threshold is exceeded — a one-line CI regression check.
 
 use super::console::{stderr_line, stdout_text};
-use crate::cli::CompareArgs;
 use nifreeze::compare::{
     parse_dropouts, parse_matrices, parse_outlier_slices, sample_points, score, score_detection,
     DetectionScore, Score, DROPOUT_MAX_FRACTION,
@@ -13,6 +12,63 @@ use nifreeze::{Error, Result};
 use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;
+
+use clap::Args;
+use std::path::PathBuf;
+
+// ---- the command's options ----
+
+pub const HELP: &str = "Examples:
+  nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv --mask ph/brainmask.nii.gz
+  nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv \\
+      --mask ph/brainmask.nii.gz --max-median-mm 0.2 --max-worst-mm 0.5 --json
+  nifreeze-rs compare --truth ph/truth.tsv --estimate est/motion.tsv \
+      --mask ph/brainmask.nii.gz --artefacts ph/artefacts.json --outliers est/outliers.tsv
+
+Error measure (as ../shared/tools/score.py): for volume k, the mean over brain points x
+(every 7th mask voxel) of |E_k x - T_k G x| in mm, E_k the estimated and T_k the true
+reference->volume matrix, G one rigid transform common to all volumes (least-squares fit: a
+motion estimate's reference frame is arbitrary, so a constant offset is not an error).
+The report gives the median and the worst volume.
+
+Exit codes: 0 within thresholds; 1 a threshold is exceeded, or a score is not finite (fails
+closed, with or without thresholds); 2 bad usage or bad input.";
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Ground truth (truth.tsv with m00..m33 columns).
+    #[arg(long, value_name = "FILE")]
+    pub truth: PathBuf,
+    /// Estimate (motion.tsv with m00..m33 columns).
+    #[arg(long, value_name = "FILE")]
+    pub estimate: PathBuf,
+    /// Brain mask whose voxels are displaced.
+    #[arg(long, value_name = "FILE")]
+    pub mask: PathBuf,
+    /// Fail (exit 1) when the median per-volume error exceeds this (mm).
+    #[arg(long, value_name = "X")]
+    pub max_median_mm: Option<f64>,
+    /// Fail (exit 1) when the worst per-volume error exceeds this (mm).
+    #[arg(long, value_name = "Y")]
+    pub max_worst_mm: Option<f64>,
+    /// The simulator's artefact list (artefacts.json: `dropouts`, volume -> [[slice,
+    /// fraction], ...]); with --outliers, report how well dropout slices were detected
+    /// (recall over slices keeping at most 40 % of their signal; precision over all reported).
+    #[arg(long, value_name = "FILE", requires = "outliers")]
+    pub artefacts: Option<PathBuf>,
+    /// outliers.tsv written by `estimate` (volume and slice columns).
+    #[arg(long, value_name = "FILE", requires = "artefacts")]
+    pub outliers: Option<PathBuf>,
+    /// Fail (exit 1) when the dropout detection recall is below this.
+    #[arg(long, value_name = "R", requires = "artefacts")]
+    pub min_recall: Option<f64>,
+    /// Fail (exit 1) when the dropout detection precision is below this.
+    #[arg(long, value_name = "P", requires = "artefacts")]
+    pub min_precision: Option<f64>,
+    /// Print the report as JSON (median, worst, per-volume errors) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 fn read_text(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path)

@@ -2,7 +2,7 @@
 //! made of. Planned before any work (paths checked against the inputs), written after the
 //! native outputs.
 
-use crate::cli::EstimateArgs;
+use super::estimate::args::EstimateArgs;
 use nalgebra::Matrix4;
 use nifreeze::image::{Grid, Mask};
 use nifreeze::io::bids;

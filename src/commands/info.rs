@@ -2,12 +2,39 @@
 
 use super::console::stdout_text;
 use super::input::load_dwi_header;
-use crate::cli::InfoArgs;
 use nifreeze::io::gradients::shells;
 use nifreeze::io::nifti::orientation_code;
 use nifreeze::Result;
 use serde_json::json;
 use std::fmt::Write;
+
+use crate::cli::{exit_codes, gradients_help, GradientArgs};
+use clap::Args;
+use std::path::PathBuf;
+
+// ---- the command's options ----
+
+pub const HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs info sub-01_dwi.nii.gz
+  nifreeze-rs info dwi.nii.gz --bval dwi.bval --bvec dwi.bvec --json > dwi.json
+
+",
+    gradients_help!(),
+    "\n\n",
+    exit_codes!()
+);
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// DWI series (.nii or .nii.gz).
+    pub dwi: PathBuf,
+    #[command(flatten)]
+    pub gradients: GradientArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(args: &InfoArgs) -> Result<()> {
     let dwi = load_dwi_header(&args.dwi, &args.gradients)?;

@@ -1,19 +1,17 @@
 //! Command runners: each turns parsed CLI arguments into library calls and file outputs.
 //! This is the only layer that touches both the CLI and the file system.
 
-mod compare;
+pub mod compare;
 pub mod console;
 mod dropin;
-mod estimate;
-mod estimate_config;
-mod estimate_output;
-mod info;
+pub mod estimate;
+pub mod info;
 mod input;
-mod predict;
+pub mod predict;
 mod progress;
-mod register;
+pub mod register;
 pub mod resources;
-mod simulate;
+pub mod simulate;
 
 use crate::cli::{Cli, Command};
 use nifreeze::Result;

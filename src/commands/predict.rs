@@ -2,7 +2,6 @@
 //! is registered to), written as float32 NIfTI.
 
 use super::input::load_dwi;
-use crate::cli::{FitMethodChoice, PredictArgs, PredictModelChoice};
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::atomic::ensure_not_input;
 use nifreeze::io::gradients::check_usable;
@@ -11,6 +10,59 @@ use nifreeze::mask::brain_mask;
 use nifreeze::model::engine::median_b0;
 use nifreeze::model::{requirements, FitMethod, Model, ModelKind};
 use nifreeze::{Error, Result};
+
+use crate::cli::{exit_codes, gradients_help, FitMethodChoice, GradientArgs, Threads};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+// ---- the command's options ----
+
+pub const HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs predict sub-01_dwi.nii.gz --model dti --volume 5 --out pred-5.nii.gz
+  nifreeze-rs predict dwi.nii.gz --model dki --volume 3,17,40 -j 4 --out pred.nii.gz
+
+The prediction of volume K comes from the model fitted to every other volume (leave one out),
+in the frame of the input series (no motion correction).
+
+",
+    gradients_help!(),
+    "\n\n",
+    exit_codes!()
+);
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictModelChoice {
+    /// Diffusion tensor (DIPY TensorModel).
+    Dti,
+    /// Diffusion kurtosis (DIPY DiffusionKurtosisModel); needs two non-zero shells.
+    Dki,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// DWI series (.nii or .nii.gz).
+    pub dwi: PathBuf,
+    #[command(flatten)]
+    pub gradients: GradientArgs,
+    /// Diffusion model fitted to the other volumes.
+    #[arg(long, value_enum)]
+    pub model: PredictModelChoice,
+    /// Model fit method.
+    #[arg(long, value_enum, default_value_t = FitMethodChoice::Wls)]
+    pub fit_method: FitMethodChoice,
+    /// Brain mask on the DWI grid (default: computed automatically).
+    #[arg(long, value_name = "FILE")]
+    pub mask: Option<PathBuf>,
+    /// 4-D indices of the volumes to predict, comma separated.
+    #[arg(long, value_name = "K[,K...]", value_delimiter = ',', required = true)]
+    pub volume: Vec<usize>,
+    #[command(flatten)]
+    pub threads: Threads,
+    /// Output NIfTI (float32, one volume per --volume).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
 
 pub fn run(args: &PredictArgs) -> Result<()> {
     if args.volume.is_empty() {
@@ -21,7 +73,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         inputs.push(m.as_path());
     }
     ensure_not_input(&args.out, &inputs)?;
-    let pool = super::resources::thread_pool(args.threads)?;
+    let pool = super::resources::thread_pool(args.threads.n)?;
 
     let dwi = load_dwi(
         &args.dwi,

@@ -1,6 +1,5 @@
 //! `register`: align one image (moving) to another (fixed) and write the ITK transform.
 
-use crate::cli::{MetricChoice, RegisterArgs, TransformChoice};
 use nalgebra::Matrix4;
 use nifreeze::data_check;
 use nifreeze::image::{Series, Volume};
@@ -8,6 +7,81 @@ use nifreeze::io::{atomic, nifti, transforms};
 use nifreeze::registration::{self, Interpolation, RegistrationConfig, TransformKind};
 use nifreeze::{Error, Result};
 use std::path::Path;
+
+use crate::cli::{exit_codes, parse_pe_dir, Threads, TransformChoice};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+// ---- the command's options ----
+
+pub const HELP: &str = concat!(
+    "Examples:
+  nifreeze-rs register --fixed b0.nii.gz --moving dwi.nii.gz --volume 7 --out vol-7.tfm
+  nifreeze-rs register --fixed t1.nii.gz --moving mean_b0.nii.gz --transform affine \\
+      --out xfm.mat --resampled mean_b0_in_t1.nii.gz
+  nifreeze-rs register --fixed b0.nii.gz --moving dwi.nii.gz --volume 7 --metric mi --out v7.tfm
+
+The transform maps points of the fixed image (RAS mm) to where they are in the moving image
+(ITK/ANTs fixed->moving): resampled(x) = moving(T x), as antsApplyTransforms -r fixed -t xfm
+applies it. Metrics: ls (default) is least squares with a fitted intensity scale and offset, for
+images of the same contrast (Gauss-Newton); mi is Mattes mutual information, for different
+contrasts such as a b=0 image against a diffusion-weighted one (BFGS). Every metric works with
+every --transform.
+
+",
+    exit_codes!()
+);
+
+/// `register --metric`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricChoice {
+    /// Least squares with a fitted intensity scale and offset (same contrast).
+    Ls,
+    /// Mattes mutual information (different contrasts).
+    Mi,
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    /// Fixed (reference) image.
+    #[arg(long, value_name = "FILE")]
+    pub fixed: PathBuf,
+    /// Moving image.
+    #[arg(long, value_name = "FILE")]
+    pub moving: PathBuf,
+    /// Volume index used when the moving (or fixed) image is 4-D.
+    #[arg(long, value_name = "K")]
+    pub volume: Option<usize>,
+    /// Fixed-image mask: only its voxels drive the metric.
+    #[arg(long, value_name = "FILE")]
+    pub mask: Option<PathBuf>,
+    /// Transform model: rigid (6 parameters), affine (12) or eddy (rigid plus a linear
+    /// eddy-current field along the phase-encode axis).
+    #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
+    pub transform: TransformChoice,
+    /// Similarity metric: ls (least squares with intensity scale, same contrast) or mi
+    /// (Mattes mutual information, any contrast).
+    #[arg(long, value_enum, default_value_t = MetricChoice::Ls)]
+    pub metric: MetricChoice,
+    /// Phase-encode direction of the moving image (i, i-, j, j-, k, k-), for --transform
+    /// eddy. Default: the moving image's BIDS sidecar, else j with a warning.
+    #[arg(long, value_name = "DIR", value_parser = parse_pe_dir)]
+    pub pe_dir: Option<nifreeze::io::bids::PhaseEncoding>,
+    /// Initial transform (ITK text file).
+    #[arg(long, value_name = "XFM")]
+    pub init: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: Threads,
+    /// Output transform: ITK text (.tfm, .txt), ANTs binary (.mat) or X5 (.x5, .h5).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Also write the moving image resampled onto the fixed grid.
+    #[arg(long, value_name = "FILE")]
+    pub resampled: Option<PathBuf>,
+    /// Do not print the one-line result summary (on stderr).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
 
 /// Volume `k` of a series, or the only volume of a 3-D image.
 fn pick(s: Series, k: Option<usize>, path: &Path, role: &str) -> Result<Volume> {
@@ -71,7 +145,7 @@ pub fn run(args: &RegisterArgs) -> Result<()> {
         atomic::ensure_not_input(r, &inputs)?;
     }
 
-    let pool = super::resources::thread_pool(args.threads)?;
+    let pool = super::resources::thread_pool(args.threads.n)?;
     let (fs, fmeta) = nifti::read_series(&args.fixed)?;
     let (ms, _) = nifti::read_series(&args.moving)?;
     let fixed = with_signal(

@@ -172,17 +172,8 @@ impl Model {
             x.extend(design::row(&cols, bvals[c] / 1000.0, bvecs[c]));
             q.extend(moments.row(bvals[c] / 1000.0, bvecs[c]));
         }
-        let nm = moments.keys.len();
-        let mut xt = vec![0.0; p * nc];
-        let mut qt = vec![0.0; nm * nc];
-        for c in 0..nc {
-            for j in 0..p {
-                xt[j * nc + c] = x[c * p + j];
-            }
-            for k in 0..nm {
-                qt[k * nc + c] = q[c * nm + k];
-            }
-        }
+        let xt = linalg::transpose(&x, nc, p);
+        let qt = linalg::transpose(&q, nc, moments.keys.len());
         Ok(Design {
             dw,
             bvals,

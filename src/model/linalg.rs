@@ -143,6 +143,17 @@ pub fn eigh3(m: [[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
     ([a[0][0], a[1][1], a[2][2]], v)
 }
 
+/// The transpose of a row-major `rows × cols` matrix (row-major `cols × rows`).
+pub fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut t = vec![0.0; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,11 @@ pub fn rebuild(vals: &[f64; 3], vecs: &Matrix3<f64>) -> [f64; 6] {
     let q = vecs
         * Matrix3::from_diagonal(&nalgebra::Vector3::new(vals[0], vals[1], vals[2]))
         * vecs.transpose();
+    lower_triangle(&q)
+}
+
+/// A symmetric matrix's lower triangle in DIPY's order: Dxx, Dxy, Dyy, Dxz, Dyz, Dzz.
+pub fn lower_triangle(q: &Matrix3<f64>) -> [f64; 6] {
     [
         q[(0, 0)],
         q[(1, 0)],
@@ -164,14 +169,7 @@ mod tests {
         // eigenvalues 2, 1, -0.5 along rotated axes
         let r = nalgebra::Rotation3::from_euler_angles(0.3, -0.7, 1.1).into_inner();
         let q = r * Matrix3::from_diagonal(&nalgebra::Vector3::new(2.0, 1.0, -0.5)) * r.transpose();
-        let d = [
-            q[(0, 0)],
-            q[(1, 0)],
-            q[(1, 1)],
-            q[(2, 0)],
-            q[(2, 1)],
-            q[(2, 2)],
-        ];
+        let d = lower_triangle(&q);
         let c = clipped_tensor(&d, 0.01);
         let want =
             r * Matrix3::from_diagonal(&nalgebra::Vector3::new(2.0, 1.0, 0.01)) * r.transpose();

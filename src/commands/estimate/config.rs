@@ -3,7 +3,8 @@
 //! data — the gradient table a model needs — is [`EstimateConfig::check_gradients`], called
 //! once the table is read.
 
-use crate::cli::{EstimateArgs, FitMethodChoice, ModelChoice, OrderChoice, TransformChoice};
+use super::args::{EstimateArgs, ModelChoice, OrderChoice};
+use crate::cli::{FitMethodChoice, TransformChoice};
 use nifreeze::estimate::{EstimateConfig, Order, Target};
 use nifreeze::model::{FitMethod, ModelKind};
 use nifreeze::outliers::OutlierConfig;

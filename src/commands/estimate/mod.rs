@@ -1,20 +1,24 @@
 //! `nifreeze-rs estimate`: validate, load, mask, run the pipeline, write every output.
 //!
 //! [`run`] reads top-down: the arguments become a validated [`EstimateConfig`] (the one
-//! validation point, `estimate_config.rs`) and the output folder is settled
+//! validation point, `config.rs`) and the output folder is settled
 //! ([`EstimateOutputs::prepare`]) before any work; then the series is loaded, its gradients
 //! checked against the configuration, the brain mask found, the configuration completed from
 //! the series' grid, [`estimate`] run, and [`EstimateOutputs::write`] writes everything.
 
-use super::estimate_output::{EstimateOutputs, Finished};
+pub mod args;
+mod config;
+mod output;
+
 use super::input::{load_dwi, DwiInput};
 use super::progress::Reporter;
-use crate::cli::EstimateArgs;
+use args::EstimateArgs;
 use nifreeze::estimate::{estimate, median_volume, EstimateConfig, MotionEstimate, Progress};
 use nifreeze::image::Mask;
 use nifreeze::io::nifti;
 use nifreeze::timing::Timeline;
 use nifreeze::{Error, Result};
+use output::{EstimateOutputs, Finished};
 use std::time::Instant;
 
 pub fn run(args: &EstimateArgs) -> Result<()> {
@@ -26,7 +30,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     // Arguments are validated once, into the configuration; then every path clash, the lock
     // and an earlier complete run are settled; all before any work.
     let mut cfg = EstimateConfig::try_from(args)?;
-    let pool = super::resources::thread_pool(args.threads)?;
+    let pool = super::resources::thread_pool(args.threads.n)?;
     let out = EstimateOutputs::prepare(args)?;
 
     let t = timeline.mark();

@@ -2,10 +2,11 @@
 //! against the inputs, the lock, stale-file clean-up), the drop-in outputs planned with it
 //! (`--eddy-outputs`, `--bids-derivatives`), and every file of a finished run.
 
-use super::dropin::{BidsPlan, EddyPlan};
-use super::input::{phase_encoding, DwiInput};
-use super::progress::Reporter;
-use crate::cli::{EstimateArgs, TransformChoice};
+use super::args::EstimateArgs;
+use crate::cli::TransformChoice;
+use crate::commands::dropin::{BidsPlan, EddyPlan};
+use crate::commands::input::{phase_encoding, DwiInput};
+use crate::commands::progress::Reporter;
 use nifreeze::estimate::{drift_corrected, realign_volume, EstimateConfig, MotionEstimate};
 use nifreeze::image::Mask;
 use nifreeze::io::bids::PhaseEncoding;
@@ -63,8 +64,9 @@ impl EstimateOutputs {
             TransformChoice::Eddy => Some(phase_encoding(args.pe_dir, &args.dwi)?),
             _ => None,
         };
-        let eddy = super::dropin::plan_eddy(args, &folder, pe.as_ref().map(|(p, _)| p.axis))?;
-        let bids = super::dropin::plan_bids(args, &folder)?;
+        let eddy =
+            crate::commands::dropin::plan_eddy(args, &folder, pe.as_ref().map(|(p, _)| p.axis))?;
+        let bids = crate::commands::dropin::plan_bids(args, &folder)?;
         Ok(EstimateOutputs {
             folder,
             pe,
@@ -220,7 +222,7 @@ impl EstimateOutputs {
                 )),
                 _ => None,
             };
-            super::dropin::write_eddy(
+            crate::commands::dropin::write_eddy(
                 plan,
                 head,
                 grid,
@@ -231,7 +233,7 @@ impl EstimateOutputs {
             )?;
         }
         if let Some(plan) = &self.bids {
-            super::dropin::write_bids(plan, self.folder.dir(), &run.args.dwi)?;
+            crate::commands::dropin::write_bids(plan, self.folder.dir(), &run.args.dwi)?;
         }
         Ok(())
     }
@@ -240,8 +242,8 @@ impl EstimateOutputs {
     fn write_report(&self, run: &Finished, rows: &[report::MotionRow]) -> Result<()> {
         let (args, result, n) = (run.args, run.result, run.dwi.series.n_volumes);
         let report_options = report::ReportOptions {
-            title: &super::dropin::series_title(&args.dwi),
-            date: Some(super::dropin::report_date()),
+            title: &crate::commands::dropin::series_title(&args.dwi),
+            date: Some(crate::commands::dropin::report_date()),
             fd_threshold: Some(args.fd_threshold),
             outliers_per_volume: result
                 .outliers
@@ -377,7 +379,7 @@ fn build_summary(
         ("order", json!(format!("{:?}", args.order).to_lowercase())),
         ("passes", json!(cfg.passes)),
         ("seed", json!(args.seed)),
-        ("threads", json!(args.threads)),
+        ("threads", json!(args.threads.n)),
         ("b0_threshold", json!(g.b0_threshold)),
         ("ignore_b0", json!(g.ignore_b0)),
         ("resample", json!(!args.no_resample)),
