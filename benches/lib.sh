@@ -1,7 +1,8 @@
 # Sourced by the bench scripts (estimate_matrix.sh, readme_tables.sh, stages.sh): the checkout
 # root, the release binary, and building it once unless SKIP_BUILD is set.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/target/release/nifreeze-rs"
+# NIFREEZE_BIN: another binary (e.g. a saved build, to compare two versions side by side)
+BIN="${NIFREEZE_BIN:-$ROOT/target/release/nifreeze-rs}"
 
 # cd to the root, build the release binary (unless SKIP_BUILD), and stop when it is missing.
 build_release() {

@@ -2,7 +2,7 @@
 //! object moved by a known transform, so the truth is exact and independent of our resampler.
 
 mod common;
-use common::mean_error;
+use common::{mean_error, rigid};
 
 use nalgebra::{Matrix3, Matrix4, Rotation3, Vector3};
 use nifreeze::image::{Grid, Mask, Volume};
@@ -401,4 +401,34 @@ fn least_squares_metric_derivative_matches_finite_differences() {
             );
         }
     }
+}
+
+#[test]
+fn refinement_from_a_near_start_matches_the_full_pyramid() {
+    // what the estimate loop's passes do: start within a fraction of a voxel, finest level only
+    let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
+    let f = sample(&g, object);
+    let m = mask_of(&f);
+    let truth = rigid([2.0, -1.5, 1.0], [1.5, -2.0, 1.0], [0.0, -20.0, 10.0]);
+    let mv = moved(&g, &truth);
+    let start = truth * rigid([0.3, -0.2, 0.25], [0.4, 0.3, -0.35], [0.0; 3]);
+    assert!(mean_error(&start, &truth, &m) > 0.4);
+    let full = RegistrationConfig::rigid();
+    let fine = full.refinement();
+    assert_eq!(fine.levels.len(), 1);
+    assert_eq!(fine.levels[0], *full.levels.last().unwrap());
+    let a = register(&f, &mv, Some(&m), &start, &full).unwrap();
+    let b = register(&f, &mv, Some(&m), &start, &fine).unwrap();
+    let (ea, eb) = (
+        mean_error(&a.matrix, &truth, &m),
+        mean_error(&b.matrix, &truth, &m),
+    );
+    assert!(ea <= 0.02 && eb <= 0.02, "full {ea} mm, refinement {eb} mm");
+    assert!(mean_error(&a.matrix, &b.matrix, &m) < 0.005);
+    assert!(
+        b.iterations < a.iterations,
+        "{} vs {}",
+        b.iterations,
+        a.iterations
+    );
 }

@@ -6,6 +6,7 @@ use super::outlier_stage::outlier_stage;
 use super::{par_volumes, EstimateConfig, Run, Target, VolumeDiagnostics};
 use crate::image::{Mask, MaskedSeries, Series, Volume};
 use crate::io::gradients::{GradientTable, Shell};
+use crate::model::batch::predict_masked;
 use crate::model::{Model, ModelKind};
 use crate::registration::eddy::{second_level_field, EddyModel};
 use crate::registration::{prepare, register, RegistrationConfig, TransformKind};
@@ -134,9 +135,11 @@ impl<'r> Predictor<'r> {
         matches!(self, Predictor::Model(_))
     }
 
-    /// How a volume is registered to this predictor's target.
-    fn registration(&self, cfg: &EstimateConfig) -> RegistrationConfig {
+    /// How a volume is registered to this predictor's target; `refine`: every volume starts
+    /// near its answer ([`RegistrationConfig::refinement`] for a model's prediction).
+    fn registration(&self, cfg: &EstimateConfig, refine: bool) -> RegistrationConfig {
         match self {
+            Predictor::Model(_) if refine => cfg.registration.refinement(),
             Predictor::Model(_) => cfg.registration.clone(),
             // mutual information, searching the family asked for (it used to be rigid
             // whatever --transform said)
@@ -180,7 +183,7 @@ impl<'r> Predictor<'r> {
             .s0_sample(true);
         let mut held: Vec<Option<Prediction>> = (0..src.n_volumes).map(|_| None).collect();
         for group in fit_groups(kind, &data.shells, &data.b0) {
-            // The group's volumes alone (all of them: no copy); the engine's columns are the
+            // The group's volumes alone (all of them: no copy); the fit's columns are the
             // group's volumes in order.
             let (sub_snapshot, sub_gradients);
             let (g_snapshot, g_gradients) = if group.fit.len() == src.n_volumes {
@@ -193,22 +196,30 @@ impl<'r> Predictor<'r> {
                 };
                 (&sub_snapshot, &sub_gradients)
             };
-            let engine = model.leave_one_out(g_snapshot, g_gradients, &fit.mask)?;
             let members: Vec<usize> = data
                 .order
                 .iter()
                 .copied()
                 .filter(|h| group.predict.contains(h))
                 .collect();
-            let predictions = par_volumes(&members, None, |_, h| {
-                let column = group
-                    .fit
-                    .iter()
-                    .position(|&k| k == h)
-                    .expect("a group member");
-                let full = engine.predict(column)?;
-                let mut values: Vec<f32> = fit.voxels.iter().map(|&l| full.data[l]).collect();
-                drop(full);
+            let columns: Vec<usize> = members
+                .iter()
+                .map(|h| {
+                    group
+                        .fit
+                        .iter()
+                        .position(|k| k == h)
+                        .expect("a group member")
+                })
+                .collect();
+            // the fitted voxels a batch at a time: one batch's f64 log-signals in memory
+            let values = predict_masked(&model, g_snapshot, g_gradients, &fit.mask, &columns)?;
+            // each volume's values are moved out of their slot, never copied
+            let slots: Vec<std::sync::Mutex<Vec<f32>>> =
+                values.into_iter().map(std::sync::Mutex::new).collect();
+            let predictions = par_volumes(&members, None, |i, h| {
+                let mut values =
+                    std::mem::take(&mut *slots[i].lock().unwrap_or_else(|e| e.into_inner()));
                 let mates: Vec<usize> = data
                     .shells
                     .iter()
@@ -332,7 +343,10 @@ pub fn model_pass(
         data.set_outliers(found);
     }
     let t = timeline.mark();
-    register_pass(run, data, predictor, &predictions, fit, &stage)?;
+    // After the bootstrap (rigid; an eddy-current field would start at 0) or an earlier pass
+    // every volume starts within a fraction of a voxel: the finest level only.
+    let refine = pass > 1 || (data.has_b0() && cfg.registration.kind == TransformKind::Rigid);
+    register_pass(run, data, predictor, &predictions, fit, &stage, refine)?;
     if let Some(m) = eddy {
         // FSL eddy's second-level model: see `second_level_field`
         let groups: Vec<Vec<usize>> = data.shells.iter().map(|s| s.indices.clone()).collect();
@@ -351,9 +365,10 @@ fn register_pass(
     predictions: &Predictions,
     fit: &FitRegion,
     stage: &str,
+    refine: bool,
 ) -> Result<()> {
     let cfg = run.cfg;
-    let registration = predictor.registration(cfg);
+    let registration = predictor.registration(cfg, refine);
     let (working, mask) = (data.working(), data.mask);
     let (transforms, diagnostics, outliers) = (&data.transforms, &data.diagnostics, &data.outliers);
     let results = par_volumes(&data.order, Some((stage, run.progress)), |i, h| {
@@ -378,7 +393,7 @@ fn register_pass(
         // leaves out every point that lands on them.
         let excluded = outliers
             .as_ref()
-            .and_then(|o| o.excluded_mask(h, mask, &transforms[h], &cfg.registration));
+            .and_then(|o| o.excluded_mask(h, mask, &transforms[h], &registration));
         let (m, reg) = match &excluded {
             Some((m, reg)) => (m, reg),
             None => (mask, &registration),

@@ -131,6 +131,11 @@ impl Model {
         self.method
     }
 
+    /// The b=0 threshold and the options chosen.
+    pub fn settings(&self) -> (f64, EngineOptions) {
+        (self.b0_threshold, self.options)
+    }
+
     /// The model's design for `gradients`: one column per diffusion-weighted volume (plus the
     /// S0 sample). Refuses a table on which some leave-one-out fit is not identifiable
     /// ([`requirements::check`]) or a diffusion-weighted row that is not a measurement.

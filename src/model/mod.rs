@@ -7,6 +7,7 @@
 //! See [`engine`]: a [`Model`] (options builder) owns its design; [`Model::leave_one_out`]
 //! gives the leave-one-out driver [`LovoEngine`], whose [`Fit`] of each fold predicts.
 
+pub mod batch;
 pub mod design;
 pub mod engine;
 mod kernel;

@@ -23,14 +23,32 @@ const Z: f64 = -0.267_949_192_431_122_7; // sqrt(3) - 2
 impl BSpline {
     /// Prefilter `data` (x fastest) so that the spline interpolates the samples exactly.
     pub fn new(data: &[f32], dims: [usize; 3]) -> Self {
-        let mut coef: Vec<f64> = data.iter().map(|&v| v as f64).collect();
         let [nx, ny, nz] = dims;
-        // x lines are contiguous; along y and z whole rows / planes are filtered at once
-        // (the recursion runs over rows, the inner loops over contiguous memory)
-        if nx > 1 {
-            for l in coef.chunks_exact_mut(nx) {
-                prefilter_lanes(l, nx, 1);
+        let plane = nx * ny;
+        let mut coef: Vec<f64> = vec![0.0; data.len()];
+        // Along y and z whole rows / planes are filtered at once (the recursion runs over
+        // rows, the inner loops over contiguous memory). The x lines are contiguous, so one
+        // line alone would be one serial recursion: each plane is transposed into a buffer
+        // where its x lines are the lanes, filtered the same way, and transposed back. Each
+        // line gets the same operations in the same order: the same bits as line by line
+        // (`prefilter_by_lines` in the tests), several times faster.
+        if nx > 1 && plane > 0 {
+            let mut buf = vec![0.0f64; plane];
+            for (src, dst) in data.chunks_exact(plane).zip(coef.chunks_exact_mut(plane)) {
+                for (j, row) in src.chunks_exact(nx).enumerate() {
+                    for (i, &v) in row.iter().enumerate() {
+                        buf[i * ny + j] = v as f64;
+                    }
+                }
+                prefilter_lanes(&mut buf, nx, ny);
+                for (j, row) in dst.chunks_exact_mut(nx).enumerate() {
+                    for (i, o) in row.iter_mut().enumerate() {
+                        *o = buf[i * ny + j];
+                    }
+                }
             }
+        } else {
+            coef.iter_mut().zip(data).for_each(|(c, &v)| *c = v as f64);
         }
         if ny > 1 {
             for slab in coef.chunks_exact_mut(nx * ny) {
@@ -356,6 +374,42 @@ mod tests {
             let (_, b) = s.value_gradient([q[0] as f64, q[1] as f64, q[2] as f64]);
             for t in 0..3 {
                 assert!((a[t] - b[t]).abs() < 1e-12, "{q:?}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    /// The coefficients the straightforward way: every x line filtered alone.
+    fn prefilter_by_lines(data: &[f32], dims: [usize; 3]) -> Vec<f64> {
+        let mut coef: Vec<f64> = data.iter().map(|&v| v as f64).collect();
+        let [nx, ny, nz] = dims;
+        if nx > 1 {
+            for l in coef.chunks_exact_mut(nx) {
+                prefilter_lanes(l, nx, 1);
+            }
+        }
+        if ny > 1 {
+            for slab in coef.chunks_exact_mut(nx * ny) {
+                prefilter_lanes(slab, ny, nx);
+            }
+        }
+        if nz > 1 {
+            prefilter_lanes(&mut coef, nz, nx * ny);
+        }
+        coef
+    }
+
+    #[test]
+    fn transposed_x_lines_give_the_bits_of_line_by_line() {
+        // short lines (closed-form start) and long ones (truncated start), odd sizes
+        for dims in [[9, 7, 5], [50, 3, 4], [45, 41, 2], [1, 6, 5], [7, 1, 3]] {
+            let data = test_image(dims, |x, y, z| {
+                (x * 0.7).sin() * 100.0 + (y * 1.3).cos() * (z * 0.2).sin() + x * y
+            });
+            let want = prefilter_by_lines(&data, dims);
+            let got = BSpline::new(&data, dims).coef;
+            assert_eq!(want.len(), got.len());
+            for (a, b) in want.iter().zip(&got) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{dims:?}");
             }
         }
     }
