@@ -565,12 +565,8 @@ mod group_tests {
         for l in 0..LANES {
             let (want, bad) = reference_fit(&fd, &y[l * nc..(l + 1) * nc], p);
             assert!(!bad && !a.bad[l]);
-            for j in 0..p {
-                assert_eq!(
-                    a.beta[l][j].to_bits(),
-                    want[j].to_bits(),
-                    "lane {l} coef {j}"
-                );
+            for (j, w) in want.iter().enumerate().take(p) {
+                assert_eq!(a.beta[l][j].to_bits(), w.to_bits(), "lane {l} coef {j}");
             }
         }
         if Isa::detect().avx2() {
