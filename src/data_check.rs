@@ -84,12 +84,14 @@ impl CleanReport {
 
 /// 99.9th percentile of |v| over the finite non-zero voxels (a deterministic subsample of
 /// at most ~1M voxels), or `None` when there is none.
-fn p999_abs(data: &[f32]) -> Option<f64> {
-    let step = (data.len() / 1_000_000).max(1);
-    let mut v: Vec<f32> = data
-        .iter()
+fn p999_abs(series: &Series) -> Option<f64> {
+    let n = series.grid.len();
+    let total = n * series.n_volumes;
+    let step = (total / 1_000_000).max(1);
+    let mut v: Vec<f32> = (0..total)
         .step_by(step)
-        .filter(|x| x.is_finite() && **x != 0.0)
+        .map(|i| series.get(i / n, i % n))
+        .filter(|x| x.is_finite() && *x != 0.0)
         .map(|x| x.abs())
         .collect();
     if v.is_empty() {
@@ -102,14 +104,19 @@ fn p999_abs(data: &[f32]) -> Option<f64> {
 
 /// Set non-finite and implausibly large voxels to 0 (see the module doc), in place.
 pub fn clean_series(series: &mut Series) -> CleanReport {
-    let limit = p999_abs(&series.data).map(|p| p * IMPLAUSIBLE_FACTOR);
+    let limit = p999_abs(series).map(|p| p * IMPLAUSIBLE_FACTOR);
     let n = series.n_volumes;
     let mut rep = CleanReport {
         non_finite: vec![0; n],
         implausible: vec![0; n],
         limit,
     };
+    let bad = |x: f32| !x.is_finite() || limit.is_some_and(|l| (x as f64).abs() > l);
     for k in 0..n {
+        // written only when something must change: a volume kept as integers stays so
+        if !series.volume(k).iter().any(|&x| bad(x)) {
+            continue;
+        }
         for x in series.volume_mut(k) {
             if !x.is_finite() {
                 *x = 0.0;
@@ -151,9 +158,16 @@ pub fn check_signal(
             )));
         }
     }
-    let (neg, nonzero) = series.data.iter().fold((0usize, 0usize), |(n, z), &x| {
-        (n + (x < 0.0) as usize, z + (x != 0.0) as usize)
-    });
+    let (neg, nonzero) = (0..series.n_volumes)
+        .map(|k| {
+            series
+                .volume(k)
+                .iter()
+                .fold((0usize, 0usize), |(n, z), &x| {
+                    (n + (x < 0.0) as usize, z + (x != 0.0) as usize)
+                })
+        })
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
     if neg * 2 > nonzero {
         return Err(Error::input(format!(
             "{what}: {neg} of its {nonzero} non-zero voxels are negative; diffusion signal is a \
@@ -225,7 +239,7 @@ mod tests {
         assert_eq!(r.implausible, vec![0, 0, 1]);
         // the limit is 1000 × the 99.9th percentile of 100..116
         assert!((r.limit.unwrap() - 116_000.0).abs() < 1e-9);
-        assert!(s.data.iter().all(|x| x.is_finite() && *x < 117.0));
+        assert!(s.samples().all(|x| x.is_finite() && x < 117.0));
         assert_eq!(s.volume(1)[5], 0.0);
         let w = r.warning().unwrap();
         assert!(
@@ -239,9 +253,9 @@ mod tests {
     #[test]
     fn clean_data_is_untouched() {
         let mut s = series(2, |k, i| (k * 1000 + i) as f32);
-        let before = s.data.clone();
+        let before: Vec<f32> = s.samples().collect();
         let r = clean_series(&mut s);
-        assert_eq!(s.data, before);
+        assert_eq!(s.samples().collect::<Vec<_>>(), before);
         assert!(r.warning().is_none());
     }
 
@@ -288,11 +302,11 @@ mod tests {
         let grid = s.grid.clone();
         let brain = Mask {
             grid: grid.clone(),
-            data: (0..1000).map(|i| s.data[i] > 50.0).collect(),
+            data: (0..1000).map(|i| s.get(0, i) > 50.0).collect(),
         };
         let air = Mask {
             grid,
-            data: (0..1000).map(|i| s.data[i] < 50.0).collect(),
+            data: (0..1000).map(|i| s.get(0, i) < 50.0).collect(),
         };
         check_mask_signal(&s, &[0], &brain, "m").unwrap();
         let e = check_mask_signal(&s, &[0], &air, "m").unwrap_err();

@@ -1,10 +1,11 @@
 //! In-memory images: a voxel grid with its world (RAS mm) affine, and 3-D / 4-D data on it.
 //!
-//! Data are stored as `f32` in NIfTI (Fortran) order — x fastest, then y, then z, then volume —
-//! so a 3-D volume of a series is one contiguous slice. Scanner data are int16, so `f32` holds
-//! them exactly at half the memory of `f64`; numerics promote to `f64` where it matters.
+//! Data are stored in NIfTI (Fortran) order — x fastest, then y, then z — as `f32`, except a
+//! series read from 16-bit integers, which keeps them (see [`Series`]); numerics promote to
+//! `f64` where it matters.
 
 use nalgebra::{Matrix4, Vector3};
+use std::borrow::Cow;
 
 /// A voxel grid: its size and the affine mapping voxel indices (i, j, k) to RAS+ millimetres.
 #[derive(Clone, Debug, PartialEq)]
@@ -176,12 +177,60 @@ impl MaskedSeries {
     }
 }
 
-/// A 4-D series of volumes on one grid, volume-major (each volume contiguous).
+/// A 4-D series of volumes on one grid, each volume contiguous (x fastest).
+///
+/// Volumes are kept as the file stored them: float32, or 16-bit integers with the header's
+/// scaling, decoded to float32 whenever a volume is read ([`Series::volume`]). Why: the series
+/// is the largest thing a run holds — an HCP-size series is 4.2 GB as float32 — and scanners
+/// write int16, so keeping the integers halves it at the cost of decoding a volume per read
+/// (a few milliseconds, against the registration that reads it). The values read are the
+/// float32 numbers a float32 series would hold, bit for bit. A volume that is written
+/// ([`Series::volume_mut`]) becomes float32.
 #[derive(Clone, Debug)]
 pub struct Series {
     pub grid: Grid,
     pub n_volumes: usize,
-    pub data: Vec<f32>,
+    stored: Stored,
+}
+
+/// The samples as stored: float32, or 16-bit integers (volume-major) with the volumes
+/// written since as float32.
+#[derive(Clone, Debug)]
+enum Stored {
+    F32(Vec<f32>),
+    Integers {
+        raw: Integers,
+        slope: f64,
+        inter: f64,
+        written: Vec<Option<Vec<f32>>>,
+    },
+}
+
+/// 16-bit samples of a whole series, volume-major: what [`Series::from_integers`] keeps.
+#[derive(Clone, Debug)]
+pub enum Integers {
+    I16(Vec<i16>),
+    U16(Vec<u16>),
+}
+
+impl Integers {
+    fn len(&self) -> usize {
+        match self {
+            Integers::I16(v) => v.len(),
+            Integers::U16(v) => v.len(),
+        }
+    }
+
+    /// Sample `i` as `raw · slope + inter` in f64, rounded to f32 (as the NIfTI reader
+    /// decodes).
+    #[inline]
+    fn decode(&self, i: usize, slope: f64, inter: f64) -> f32 {
+        let r = match self {
+            Integers::I16(v) => v[i] as f64,
+            Integers::U16(v) => v[i] as f64,
+        };
+        (r * slope + inter) as f32
+    }
 }
 
 impl Series {
@@ -194,24 +243,117 @@ impl Series {
         Series {
             grid,
             n_volumes,
-            data,
+            stored: Stored::F32(data),
         }
     }
 
-    /// Volume `v` as a slice.
-    pub fn volume(&self, v: usize) -> &[f32] {
-        let n = self.grid.len();
-        &self.data[v * n..(v + 1) * n]
+    /// A series kept as 16-bit integers (volume-major, `grid.len()` per volume) whose values
+    /// are `raw · slope + inter`.
+    pub fn from_integers(
+        grid: Grid,
+        n_volumes: usize,
+        raw: Integers,
+        slope: f64,
+        inter: f64,
+    ) -> Self {
+        assert_eq!(
+            grid.len() * n_volumes,
+            raw.len(),
+            "series data does not match its grid"
+        );
+        Series {
+            grid,
+            n_volumes,
+            stored: Stored::Integers {
+                raw,
+                slope,
+                inter,
+                written: vec![None; n_volumes],
+            },
+        }
     }
 
+    /// Volume `v`'s samples (decoded when kept as integers).
+    pub fn volume(&self, v: usize) -> Cow<'_, [f32]> {
+        let n = self.grid.len();
+        match &self.stored {
+            Stored::F32(d) => Cow::Borrowed(&d[v * n..(v + 1) * n]),
+            Stored::Integers {
+                raw,
+                slope,
+                inter,
+                written,
+            } => match &written[v] {
+                Some(w) => Cow::Borrowed(w),
+                None => Cow::Owned(
+                    (v * n..(v + 1) * n)
+                        .map(|i| raw.decode(i, *slope, *inter))
+                        .collect(),
+                ),
+            },
+        }
+    }
+
+    /// Sample `l` (linear voxel index) of volume `v`.
+    #[inline]
+    pub fn get(&self, v: usize, l: usize) -> f32 {
+        let n = self.grid.len();
+        match &self.stored {
+            Stored::F32(d) => d[v * n + l],
+            Stored::Integers {
+                raw,
+                slope,
+                inter,
+                written,
+            } => match &written[v] {
+                Some(w) => w[l],
+                None => raw.decode(v * n + l, *slope, *inter),
+            },
+        }
+    }
+
+    /// Volume `v` for writing (kept as float32 from now on).
     pub fn volume_mut(&mut self, v: usize) -> &mut [f32] {
         let n = self.grid.len();
-        &mut self.data[v * n..(v + 1) * n]
+        if let Stored::Integers { written, .. } = &self.stored {
+            if written[v].is_none() {
+                let decoded = self.volume(v).into_owned();
+                if let Stored::Integers { written, .. } = &mut self.stored {
+                    written[v] = Some(decoded);
+                }
+            }
+        }
+        match &mut self.stored {
+            Stored::F32(d) => &mut d[v * n..(v + 1) * n],
+            Stored::Integers { written, .. } => {
+                written[v].as_mut().expect("decoded above").as_mut_slice()
+            }
+        }
+    }
+
+    /// Every sample, volume after volume.
+    pub fn samples(&self) -> impl Iterator<Item = f32> + '_ {
+        (0..self.n_volumes).flat_map(move |k| (0..self.grid.len()).map(move |l| self.get(k, l)))
+    }
+
+    /// Every sample as float32, volume-major (a copy).
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.samples().collect()
+    }
+
+    /// Bytes the samples take in memory.
+    pub fn stored_bytes(&self) -> usize {
+        match &self.stored {
+            Stored::F32(d) => d.len() * 4,
+            Stored::Integers { raw, written, .. } => {
+                raw.len() * 2 + written.iter().flatten().map(|w| w.len() * 4).sum::<usize>()
+            }
+        }
     }
 
     /// Volume `v` as an owned [`Volume`].
     pub fn to_volume(&self, v: usize) -> Volume {
-        Volume::new(self.grid.clone(), self.volume(v).to_vec())
+        Volume::new(self.grid.clone(), self.volume(v).into_owned())
     }
 
     /// Build a series from volumes that share one grid.

@@ -112,9 +112,9 @@ fn a_nan_scale_slope_means_no_scaling() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["datatype"], "int16");
     let (s, _) = nifreeze::io::nifti::read_series(&corpus("nan_slope.nii")).unwrap();
-    assert!(s.data.iter().all(|x| x.is_finite()));
-    assert_eq!(s.data[0], 100.0);
-    assert_eq!(s.data[5], 105.0);
+    assert!(s.samples().all(|x| x.is_finite()));
+    assert_eq!(s.get(0, 0), 100.0);
+    assert_eq!(s.get(0, 5), 105.0);
 }
 
 #[test]

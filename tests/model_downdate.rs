@@ -38,11 +38,7 @@ fn aligned() -> ((Series, GradientTable, Mask), Vec<f32>, f64) {
         ..Default::default()
     })
     .unwrap();
-    let series = Series {
-        grid: sim.grid.clone(),
-        n_volumes: sim.n_volumes,
-        data: sim.data,
-    };
+    let series = Series::new(sim.grid.clone(), sim.n_volumes, sim.data);
     let clean = sim.clean.unwrap();
     ((series, sim.gradients, sim.mask), clean, sim.sigma)
 }
@@ -154,7 +150,7 @@ fn wls_downdates_stay_close_to_the_refits_on_moving_data() {
     // background or misregistered edge, which the estimate replaces); compared where both
     // stay below twice the largest sample, and they must be implausible in the same places.
     let data = sample();
-    let ceiling = 2.0 * data.0.data.iter().fold(0.0f32, |m, &v| m.max(v)) as f64;
+    let ceiling = 2.0 * data.0.samples().fold(0.0f32, f32::max) as f64;
     for kind in [ModelKind::Dti, ModelKind::Dki] {
         let (_, refit) = predictions(kind, FitMethod::Wls, FoldFit::Refit, 512, 2, &data);
         let (_, down) = predictions(kind, FitMethod::Wls, FoldFit::Downdate, 512, 2, &data);

@@ -60,7 +60,7 @@ fn writes_the_phantom_layout_deterministically() {
     let (s, meta) = read_series(&a.join("dwi.nii.gz")).unwrap();
     assert_eq!(meta.datatype, DataType::I16);
     assert_eq!(s.n_volumes, 14);
-    assert!(s.data.iter().all(|v| v.fract() == 0.0 && *v >= 0.0));
+    assert!(s.samples().all(|v| v.fract() == 0.0 && v >= 0.0));
     let mask = read_mask(&a.join("brainmask.nii.gz"), &s.grid).unwrap();
     // A 5 mm brain of ~1.7-1.9 L: 11 000 - 16 000 voxels.
     assert!((11_000..16_000).contains(&mask.count()), "{}", mask.count());
@@ -181,7 +181,7 @@ fn truth_maps_reference_points_to_moved_points() {
         for idx in mask.indices().into_iter().step_by(3) {
             let [i, j, kk] = s.grid.ijk(idx);
             let x = s.grid.affine * Vector4::new(i as f64, j as f64, kk as f64, 1.0);
-            if let Some(v) = sample(s.volume(k), s.grid.dims, &inv, &(m * x)) {
+            if let Some(v) = sample(&s.volume(k), s.grid.dims, &inv, &(m * x)) {
                 e += (v - c.volume(k)[idx] as f64).powi(2);
                 n += 1.0;
             }

@@ -155,7 +155,7 @@ fn auto_mask(
             let dw = table.dw_indices(b0_threshold);
             let mut acc = vec![0.0f64; series.grid.len()];
             for &k in &dw {
-                for (a, &v) in acc.iter_mut().zip(series.volume(k)) {
+                for (a, &v) in acc.iter_mut().zip(series.volume(k).iter()) {
                     *a += v as f64;
                 }
             }

@@ -86,7 +86,7 @@ pub struct RegisterArgs {
 /// Volume `k` of a series, or the only volume of a 3-D image.
 fn pick(s: Series, k: Option<usize>, path: &Path, role: &str) -> Result<Volume> {
     if s.n_volumes == 1 {
-        return Ok(Volume::new(s.grid, s.data));
+        return Ok(s.to_volume(0));
     }
     let Some(k) = k else {
         return Err(Error::input(format!(
@@ -115,21 +115,22 @@ fn with_signal(v: Volume, path: &Path, role: &str) -> Result<Volume> {
     if let Some(w) = report.warning() {
         super::console::warn(&format!("the {role} image {}: {w}", path.display()));
     }
-    let n = s.data.len();
+    let v = s.to_volume(0);
+    let n = v.data.len();
     if n > 0 && report.non_finite[0] == n {
         return Err(Error::input(format!(
             "the {role} image {} holds no finite value (every voxel is NaN or infinite): nothing to register",
             path.display()
         )));
     }
-    let first = s.data.first().copied().unwrap_or(0.0);
-    if s.data.iter().all(|&x| x == first) {
+    let first = v.data.first().copied().unwrap_or(0.0);
+    if v.data.iter().all(|&x| x == first) {
         return Err(Error::input(format!(
             "the {role} image {} is constant (every voxel is {first}): nothing to register",
             path.display()
         )));
     }
-    Ok(Volume::new(s.grid, s.data))
+    Ok(v)
 }
 
 pub fn run(args: &RegisterArgs) -> Result<()> {

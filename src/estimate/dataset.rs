@@ -224,9 +224,7 @@ impl SplitMix64 {
 
 /// Voxelwise median of the given volumes ([`stats::voxelwise_median`]).
 pub fn median_volume(series: &Series, indices: &[usize]) -> Volume {
-    let m = stats::voxelwise_median(series.grid.len(), indices, |k, l| {
-        series.volume(k)[l] as f64
-    });
+    let m = stats::voxelwise_median(series.grid.len(), indices, |k, l| series.get(k, l) as f64);
     Volume::new(series.grid.clone(), m.iter().map(|&v| v as f32).collect())
 }
 
@@ -275,9 +273,9 @@ pub fn realign_at(series: &Series, transforms: &[Matrix4<f64>], voxels: &[usize]
     let all: Vec<usize> = (0..series.n_volumes).collect();
     let vols = par_volumes(&all, None, |_, k| {
         if transforms[k] == Matrix4::identity() {
-            voxels.iter().map(|&l| series.volume(k)[l]).collect()
+            voxels.iter().map(|&l| series.get(k, l)).collect()
         } else {
-            resample_at(series.volume(k), &series.grid, &transforms[k], voxels)
+            resample_at(&series.volume(k), &series.grid, &transforms[k], voxels)
         }
     });
     MaskedSeries::from_volumes(series.grid.clone(), voxels.to_vec(), &vols)

@@ -43,7 +43,7 @@ pub fn link_shells(run: &Run, data: &mut Dataset, reference: &Volume) -> Result<
                 let aligned = realign_subset(series, ks, &data.transforms);
                 for k in 0..aligned.n_volumes {
                     acc.iter_mut()
-                        .zip(aligned.volume(k))
+                        .zip(aligned.volume(k).iter())
                         .for_each(|(a, &v)| *a += v as f64);
                 }
             }

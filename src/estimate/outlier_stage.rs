@@ -154,7 +154,7 @@ pub fn outlier_stage(
             .collect();
         let pred_acq = acquired_in(h, i, &m_acq)?;
         Some(slice_sums(
-            series.volume(h),
+            &series.volume(h),
             &pred_acq,
             &m_acq,
             grid.dims,

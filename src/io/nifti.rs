@@ -8,7 +8,7 @@
 //! Geometry follows nibabel: the "best" affine is the sform if sform_code > 0, else the
 //! qform if qform_code > 0, else a centred diagonal zoom affine with x flipped.
 
-use crate::image::{Grid, Mask, Series, Volume};
+use crate::image::{Grid, Integers, Mask, Series, Volume};
 use crate::io::atomic::write_atomic;
 use crate::{Error, Result};
 use flate2::write::GzEncoder;
@@ -788,6 +788,46 @@ pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
     } else {
         0.0
     };
+    let d4 = [d[0], d[1], d[2], d[3]];
+    let grid = || Grid::new([d[0], d[1], d[2]], m.best_affine());
+    // 8- and 16-bit integers stay integers (half the memory of float32; see `Series`).
+    match m.datatype {
+        DataType::U8 | DataType::I8 | DataType::I16 => {
+            let raw = read_integers(
+                path,
+                &mut r,
+                gz,
+                n,
+                need,
+                m.datatype,
+                h.little_endian,
+                |v| v as i16,
+            )?;
+            let raw = Integers::I16(raw);
+            return Ok((
+                Series::from_integers(grid(), d4[3], raw, slope, inter),
+                h.meta,
+            ));
+        }
+        DataType::U16 => {
+            let raw = read_integers(
+                path,
+                &mut r,
+                gz,
+                n,
+                need,
+                m.datatype,
+                h.little_endian,
+                |v| v as u16,
+            )?;
+            let raw = Integers::U16(raw);
+            return Ok((
+                Series::from_integers(grid(), d4[3], raw, slope, inter),
+                h.meta,
+            ));
+        }
+        _ => {}
+    }
     // Decoded chunk by chunk into the float32 buffer: the raw bytes are never held whole (an
     // int16 series would need 1.5× its float32 size while loading). Reserved, not
     // zero-filled: a header that claims gigabytes the stream does not hold touches only the
@@ -822,6 +862,59 @@ pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
     Ok((Series::new(grid, d[3], data), h.meta))
 }
 
+/// The voxel data of an 8- or 16-bit integer file as `T` (`cast` of each sample read as i32),
+/// chunk by chunk, bounded like [`read_series`].
+#[allow(clippy::too_many_arguments)]
+fn read_integers<T: Copy + Default>(
+    path: &Path,
+    r: &mut dyn Read,
+    gz: bool,
+    n: usize,
+    need: usize,
+    dt: DataType,
+    le: bool,
+    cast: impl Fn(i32) -> T,
+) -> Result<Vec<T>> {
+    let mut data: Vec<T> = Vec::new();
+    reserve(&mut data, n, path)?;
+    let size = dt.bytes();
+    let mut buf = vec![0u8; READ_CHUNK_VOXELS.min(n.max(1)) * size];
+    let mut got = 0;
+    while data.len() < n {
+        let count = READ_CHUNK_VOXELS.min(n - data.len());
+        let want = count * size;
+        let g = read_full(r, &mut buf[..want]).map_err(|e| stream_error(path, gz, e))?;
+        got += g;
+        if g < want {
+            break;
+        }
+        let bytes = &buf[..want];
+        match dt {
+            DataType::U8 => data.extend(bytes.iter().map(|&b| cast(b as i32))),
+            DataType::I8 => data.extend(bytes.iter().map(|&b| cast(b as i8 as i32))),
+            DataType::I16 => data.extend(bytes.chunks_exact(2).map(|c| {
+                let a = [c[0], c[1]];
+                cast(if le {
+                    i16::from_le_bytes(a)
+                } else {
+                    i16::from_be_bytes(a)
+                } as i32)
+            })),
+            DataType::U16 => data.extend(bytes.chunks_exact(2).map(|c| {
+                let a = [c[0], c[1]];
+                cast(if le {
+                    u16::from_le_bytes(a)
+                } else {
+                    u16::from_be_bytes(a)
+                } as i32)
+            })),
+            _ => unreachable!("8- and 16-bit integer types only"),
+        }
+    }
+    finish_data(path, r, gz, got, need)?;
+    Ok(data)
+}
+
 /// Read a 3-D image (a 4-D image with a single volume is accepted).
 pub fn read_volume(path: &Path) -> Result<(Volume, NiftiMeta)> {
     let (s, meta) = read_series(path)?;
@@ -832,7 +925,8 @@ pub fn read_volume(path: &Path) -> Result<(Volume, NiftiMeta)> {
             s.n_volumes
         )));
     }
-    Ok((Volume::new(s.grid, s.data), meta))
+    let data = s.volume(0).into_owned();
+    Ok((Volume::new(s.grid, data), meta))
 }
 
 /// Read a mask (non-zero = inside) that must lie on `grid`: same size, affine within 1e-3 mm.
@@ -988,11 +1082,14 @@ pub fn write_series_as(
     dt: DataType,
 ) -> Result<()> {
     let d = s.grid.dims;
+    let data: Vec<f32> = (0..s.n_volumes)
+        .flat_map(|k| s.volume(k).into_owned())
+        .collect();
     write_raw(
         path,
         &s.grid,
         &[d[0], d[1], d[2], s.n_volumes],
-        &s.data,
+        &data,
         meta,
         dt,
     )

@@ -819,7 +819,7 @@ impl Samples for Series {
     }
     #[inline]
     fn get(&self, k: usize, l: usize) -> f64 {
-        self.data[k * self.grid.len() + l] as f64
+        Series::get(self, k, l) as f64
     }
 }
 
