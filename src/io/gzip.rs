@@ -57,7 +57,9 @@ pub fn deflate_block(data: &[u8], last: bool) -> io::Result<Block> {
             used < out.len()
         };
     if !complete {
-        return Err(io::Error::other("deflate stopped before the end of a block"));
+        return Err(io::Error::other(
+            "deflate stopped before the end of a block",
+        ));
     }
     out.truncate(used);
     let mut crc = Crc::new();

@@ -1045,9 +1045,7 @@ pub fn write_series_streamed(
             for ks in batches {
                 let done: Vec<std::io::Result<super::gzip::Block>> = ks
                     .par_iter()
-                    .map(|&k| {
-                        super::gzip::deflate_block(&encoded(k), k + 1 == n_volumes)
-                    })
+                    .map(|&k| super::gzip::deflate_block(&encoded(k), k + 1 == n_volumes))
                     .collect();
                 for block in done {
                     out.push(&block?)?;
