@@ -43,7 +43,7 @@ pub use passes::{fit_groups, sanitize_prediction, voxel_maxima, FitGroup, DTI_MI
 use crate::drift::Drift;
 use crate::image::{Mask, Series, Volume};
 use crate::io::gradients::{check_usable, GradientTable};
-use crate::model::{requirements, FitMethod, Model, ModelKind};
+use crate::model::{requirements, FitMethod, FoldFit, Model, ModelKind};
 use crate::outliers::OutlierConfig;
 use crate::registration::eddy::{EddyModel, EddyParams};
 use crate::registration::RegistrationConfig;
@@ -76,6 +76,8 @@ pub enum Order {
 pub struct EstimateConfig {
     pub target: Target,
     pub fit_method: FitMethod,
+    /// How the leave-one-out folds are fitted ([`FoldFit`]).
+    pub fold_fit: FoldFit,
     pub registration: RegistrationConfig,
     pub order: Order,
     pub passes: usize,

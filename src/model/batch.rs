@@ -93,15 +93,13 @@ fn fill(
         }
         pos.push(offset + i);
     }
-    out.par_iter_mut()
-        .zip(volumes.par_iter())
-        .try_for_each(|(o, &h)| -> Result<()> {
-            let vals = e.predict_values(h)?;
-            for (&p, &v) in pos.iter().zip(&vals) {
-                o[p] = v as f32;
-            }
-            Ok(())
-        })
+    let values = e.predict_many(volumes)?;
+    out.par_iter_mut().zip(values).for_each(|(o, vals)| {
+        for (&p, &v) in pos.iter().zip(&vals) {
+            o[p] = v as f32;
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,13 @@
 /// 8 lanes 0.109–0.122 s. (Tried and slower: eight rows per matrix-vector block, +10 %, and
 /// a right-looking Cholesky, +35 %; AVX-512 with 8 lanes was no faster than AVX2.)
 pub const LANES: usize = 8;
-type V = [f64; LANES];
+/// One scalar per lane.
+pub type Lanes = [f64; LANES];
+type V = Lanes;
+
+/// [`FoldData::h`] when no column is held out: the fit on every column, from which
+/// [`super::downdate`] derives each fold.
+pub const NO_HELD_OUT: usize = usize::MAX;
 
 /// What a fold shares across voxels.
 pub struct FoldData<'a> {
@@ -74,6 +80,22 @@ impl Scratch {
     pub fn weight(&self, c: usize, l: usize) -> f64 {
         self.w[c][l]
     }
+
+    /// The relative WLS weights of every column (valid after a WLS [`fit_group`]).
+    pub fn weights(&self) -> &[Lanes] {
+        &self.w
+    }
+
+    /// The lane-interleaved log-signals of the last group.
+    pub fn log_signals(&self) -> &[Lanes] {
+        &self.y
+    }
+
+    /// The lower Cholesky factor of the weighted normal matrix, `factor()[i * P + j]` for
+    /// i ≥ j (valid after a WLS [`fit_group`], for lanes not marked bad).
+    pub fn factor(&self) -> &[Lanes] {
+        &self.a
+    }
 }
 
 /// Which build of the kernel may run here. Only [`Isa::detect`] and [`Isa::baseline`] make
@@ -95,7 +117,7 @@ impl Isa {
         Isa { avx2: false }
     }
 
-    #[cfg(test)]
+    /// True when this is the AVX2 build.
     pub fn avx2(self) -> bool {
         self.avx2
     }

@@ -1,7 +1,7 @@
 //! `estimate`'s options, its help text and their parsers.
 
 use crate::cli::{
-    exit_codes, gradients_help, parse_pe_dir, FitMethodChoice, GradientArgs, Threads,
+    exit_codes, gradients_help, parse_pe_dir, FitMethodChoice, FoldsChoice, GradientArgs, Threads,
     TransformChoice,
 };
 use clap::{Args, ValueEnum};
@@ -122,6 +122,11 @@ pub struct EstimateArgs {
     /// Model fit method.
     #[arg(long, value_enum, default_value_t = FitMethodChoice::Wls)]
     pub fit_method: FitMethodChoice,
+    /// How the leave-one-out folds are fitted: `downdate` derives every fold from one fit per
+    /// voxel (fast; WLS weights from all volumes), `refit` fits each fold from scratch as
+    /// nifreeze/DIPY do (about 10x slower model stage).
+    #[arg(long, value_enum, default_value_t = FoldsChoice::Downdate)]
+    pub folds: FoldsChoice,
     /// Transform model for each volume: rigid (6 parameters) or affine (12).
     #[arg(long, value_enum, default_value_t = TransformChoice::Rigid)]
     pub transform: TransformChoice,

@@ -4,9 +4,9 @@
 //! once the table is read.
 
 use super::args::{EstimateArgs, ModelChoice, OrderChoice};
-use crate::cli::{FitMethodChoice, TransformChoice};
+use crate::cli::{FitMethodChoice, FoldsChoice, TransformChoice};
 use nifreeze::estimate::{EstimateConfig, Order, Target};
-use nifreeze::model::{FitMethod, ModelKind};
+use nifreeze::model::{FitMethod, FoldFit, ModelKind};
 use nifreeze::outliers::OutlierConfig;
 use nifreeze::registration::RegistrationConfig;
 use nifreeze::Error;
@@ -53,6 +53,10 @@ impl TryFrom<&EstimateArgs> for EstimateConfig {
             fit_method: match args.fit_method {
                 FitMethodChoice::Wls => FitMethod::Wls,
                 FitMethodChoice::Ols => FitMethod::Ols,
+            },
+            fold_fit: match args.folds {
+                FoldsChoice::Downdate => FoldFit::Downdate,
+                FoldsChoice::Refit => FoldFit::Refit,
             },
             registration: match args.transform {
                 TransformChoice::Rigid => RegistrationConfig::rigid(),

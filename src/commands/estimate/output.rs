@@ -372,6 +372,7 @@ fn build_summary(
             "fit_method",
             json!(format!("{:?}", args.fit_method).to_lowercase()),
         ),
+        ("folds", json!(format!("{:?}", args.folds).to_lowercase())),
         (
             "transform",
             json!(format!("{:?}", args.transform).to_lowercase()),
