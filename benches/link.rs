@@ -9,8 +9,14 @@
 //! - `model`: least squares of the shell mean to the mean of the model's predictions of the
 //!   shell's volumes from a fit that leaves the whole shell out (same contrast by design).
 //!
-//! This bounds what the final shell link of `estimate` can reach (it uses `mi-b0` for the
-//! lowest shell and `mi-prev` above it). Measured (2026-12-01): shared bench phantom: mi-b0
+//! - `shading removed`: the same after dividing the coil shading (estimated from the b=0 and
+//!   shell means, `estimate::shading`) out of every mean; `mi-b0` there is what `estimate`
+//!   uses since 2026-12-03 (every shell to the b=0 mean).
+//!
+//! Each figure is followed by the displacement of the brain centroid (RAS mm): the errors on
+//! simulated phantoms are mostly along z. This bounds what the final shell link of
+//! `estimate` can reach (before 2026-12-03 it used `mi-b0` for the lowest shell and `mi-prev`
+//! above it). Measured (2026-12-01): shared bench phantom: mi-b0
 //! 0.018 mm, mi-prev 0.015 mm (ls-prev 0.031); simulated phantoms, whose coil shading is fixed
 //! in the scanner: mi-b0 0.05–0.07 mm, mi-prev 0.05–0.11 mm (ls-prev 0.08–0.15); the model
 //! route was worse almost everywhere (0.07–0.22 mm: a DTI fit extrapolated across shells
@@ -44,6 +50,18 @@ fn mean_error(a: &Matrix4<f64>, m: &Mask) -> f64 {
         })
         .sum::<f64>()
         / idx.len() as f64
+}
+
+/// Displacement of the brain centroid (RAS mm): the direction of an error.
+fn shift(a: &Matrix4<f64>, m: &Mask) -> nalgebra::Vector3<f64> {
+    let idx = m.indices();
+    let mut c = nalgebra::Vector3::zeros();
+    for &i in &idx {
+        let [x, y, z] = m.grid.ijk(i);
+        c += m.grid.world([x as f64, y as f64, z as f64]);
+    }
+    c /= idx.len().max(1) as f64;
+    a.transform_point(&c.into()).coords - c
 }
 
 fn mean_of(s: &Series, idx: &[usize]) -> Volume {
@@ -154,19 +172,77 @@ fn run(dir: &Path, kind: ModelKind) {
         let model = register(&pred, &means[i], Some(&mask), &id, &reg)
             .unwrap()
             .matrix;
+        // The same links with the coil shading (estimated from the b=0 and shell means) divided out.
+        let channels: Vec<&Volume> = std::iter::once(&reference).chain(means.iter()).collect();
+        let shade = nifreeze::estimate::shading::estimate(&channels, &mask).unwrap();
+        let flat = |v: &Volume| shade.correct_volume(v);
+        let mi_sh = register(
+            &flat(&reference),
+            &flat(&means[i]),
+            Some(&mask),
+            &id,
+            &RegistrationConfig::mutual_information(),
+        )
+        .unwrap()
+        .matrix;
+        // ... and the other way round (the b=0 mean moving, the shell mean fixed), inverted
+        let mi_inv_sh = register(
+            &flat(&means[i]),
+            &flat(&reference),
+            Some(&mask),
+            &id,
+            &RegistrationConfig::mutual_information(),
+        )
+        .unwrap()
+        .matrix
+        .try_inverse()
+        .unwrap();
+        let brain_sh = register(
+            &flat(&reference),
+            &flat(&means[i]),
+            Some(&mask),
+            &id,
+            &brain_only,
+        )
+        .unwrap()
+        .matrix;
+        let mi_prev_sh = (i > 0).then(|| {
+            register(
+                &flat(&means[i - 1]),
+                &flat(&means[i]),
+                Some(&mask),
+                &id,
+                &RegistrationConfig::mutual_information(),
+            )
+            .unwrap()
+            .matrix
+        });
         let fmt = |m: Option<Matrix4<f64>>| {
-            m.map(|p| format!("{:.4} mm", mean_error(&p, &mask)))
-                .unwrap_or("-".into())
+            m.map(|p| {
+                let d = shift(&p, &mask);
+                format!(
+                    "{:.4} mm ({:+.3} {:+.3} {:+.3})",
+                    mean_error(&p, &mask),
+                    d.x,
+                    d.y,
+                    d.z
+                )
+            })
+            .unwrap_or("-".into())
         };
         println!(
-            "{} shell b={:.0}: mi-b0 {:.4} mm, mi-b0 brain-only {:.4} mm, ls-prev {}, mi-prev {}, model {:.4} mm",
+            "{} shell b={:.0}: mi-b0 {}, mi-b0 brain-only {}, ls-prev {}, mi-prev {}, model {}; shading removed: mi-b0 {}, mi-b0 inverted {}, mi-b0 brain-only {}, mi-prev {}",
             dir.display(),
             shell.bvalue,
-            mean_error(&mi, &mask),
-            mean_error(&mi0, &mask),
+            fmt(Some(mi)),
+            fmt(Some(mi0)),
             fmt(prev),
             fmt(mi_prev),
-            mean_error(&model, &mask)
+            fmt(Some(model)),
+            fmt(Some(mi_sh)),
+            fmt(Some(mi_inv_sh)),
+            fmt(Some(brain_sh)),
+            fmt(mi_prev_sh)
         );
     }
 }

@@ -75,6 +75,9 @@ pub struct SimParams {
     pub dropout: f64,
     /// Signal drift over the series, per cent.
     pub drift: f64,
+    /// Amplitude of the coil shading (log scale: the field is exp(shading·f), f a smooth
+    /// field of unit scale, fixed in the scanner); 0 = none.
+    pub shading: f64,
 }
 
 impl Default for SimParams {
@@ -94,6 +97,7 @@ impl Default for SimParams {
             pe: PhaseEncoding { axis: 1, sign: 1 },
             dropout: 0.0,
             drift: 0.0,
+            shading: 0.12,
         }
     }
 }
@@ -183,11 +187,11 @@ pub fn simulate(p: &SimParams) -> Result<Simulation> {
         &centre,
     );
 
-    // Coil bias: smooth, ±~12 %, fixed in the scanner frame.
+    // Coil bias: smooth, ±~12 % at the default shading, fixed in the scanner frame.
     let bias_field = SmoothField::random(&mut Rng::stream(p.seed, STREAM_BIAS, 0), 6, 150.0, 300.0);
     let bias: Vec<f32> = par_voxels(&grid, |i, j, k| {
         let y = grid.world([i as f64, j as f64, k as f64]);
-        (0.12 * bias_field.eval(&y)).exp() as f32
+        (p.shading * bias_field.eval(&y)).exp() as f32
     });
 
     let dw: Vec<usize> = (0..n_volumes).filter(|&k| bvals[k] > 0.0).collect();
@@ -275,7 +279,7 @@ pub fn simulate(p: &SimParams) -> Result<Simulation> {
                     let shade = if distorted {
                         let z = grid.world([i as f64, j as f64, kk as f64]);
                         let y = (dinv * z.push(1.0)).xyz();
-                        (0.12 * bias_field.eval(&y)).exp()
+                        (p.shading * bias_field.eval(&y)).exp()
                     } else {
                         bias[grid.index(i, j, kk)] as f64
                     };
@@ -364,6 +368,12 @@ fn check(p: &SimParams) -> Result<()> {
         return bad(format!(
             "--ec {} must be within [0, 10] (1 = typical eddy currents)",
             p.ec
+        ));
+    }
+    if !(0.0..=1.0).contains(&p.shading) {
+        return bad(format!(
+            "--shading {} must be within [0, 1] (0.12 = about ±12 %)",
+            p.shading
         ));
     }
     if !(0.0..=1.0).contains(&p.dropout) {

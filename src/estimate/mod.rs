@@ -33,10 +33,12 @@ mod link;
 mod outlier_stage;
 mod passes;
 mod reference;
+pub mod shading;
 
 pub use dataset::{
     drift_corrected, median_volume, processing_order, realign, realign_at, realign_volume, Dataset,
 };
+pub use link::shell_links;
 pub use outlier_stage::OutlierStage;
 pub use passes::{fit_groups, sanitize_prediction, voxel_maxima, FitGroup, DTI_MIN_SHELL_VOLUMES};
 
