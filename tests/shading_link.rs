@@ -31,7 +31,7 @@ fn params(shading: f64) -> SimParams {
 fn mean_of(s: &Series, idx: &[usize]) -> Volume {
     let mut acc = vec![0f64; s.grid.len()];
     for &k in idx {
-        for (a, &v) in acc.iter_mut().zip(s.volume(k)) {
+        for (a, &v) in acc.iter_mut().zip(s.volume(k).iter()) {
             *a += v as f64;
         }
     }
