@@ -9,9 +9,11 @@ use crate::io::gradients::{GradientTable, Shell};
 use crate::model::batch::predict_masked;
 use crate::model::{Model, ModelKind};
 use crate::registration::eddy::{second_level_field, EddyModel};
-use crate::registration::{prepare, register, RegistrationConfig, TransformKind};
+use crate::registration::{
+    prepare, prepare_with, register, sampling, RegistrationConfig, TransformKind,
+};
 use crate::report::rotate_bvecs;
-use crate::{stats, Result};
+use crate::{stats, Error, Result};
 use nalgebra::Matrix4;
 use rayon::prelude::*;
 
@@ -372,6 +374,10 @@ fn register_pass(
     let registration = predictor.registration(cfg, refine);
     let (working, mask) = (data.working(), data.mask);
     let (transforms, diagnostics, outliers) = (&data.transforms, &data.diagnostics, &data.outliers);
+    // every target is on the series' grid with the brain mask: its sample points, computed
+    // once (volumes with outlier slices leave some out and choose their own); an error
+    // surfaces at the first volume that needs them, as it would from `register`
+    let shared = sampling(&working.grid, Some(mask), &registration);
     let results = par_volumes(&data.order, Some((stage, run.progress)), |i, h| {
         if outliers
             .as_ref()
@@ -395,11 +401,17 @@ fn register_pass(
         let excluded = outliers
             .as_ref()
             .and_then(|o| o.excluded_mask(h, mask, &transforms[h], &registration));
-        let (m, reg) = match &excluded {
-            Some((m, reg)) => (m, reg),
-            None => (mask, &registration),
-        };
-        let r = register(target, &working.to_volume(h), Some(m), &transforms[h], reg)?;
+        let moving = working.to_volume(h);
+        let r = match &excluded {
+            Some((m, reg)) => register(target, &moving, Some(m), &transforms[h], reg),
+            None => match &shared {
+                Ok(s) => prepare_with(target, s)?.register(&moving, &transforms[h]),
+                Err(e) => Err(match e {
+                    Error::Input(m) => Error::Input(m.clone()),
+                    Error::Runtime(m) => Error::Runtime(m.clone()),
+                }),
+            },
+        }?;
         Ok((
             r.matrix,
             VolumeDiagnostics {

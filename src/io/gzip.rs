@@ -6,11 +6,21 @@
 //! sync flush (an empty stored block: byte-aligned, not final), the last one with the final
 //! block; the concatenation is one valid deflate stream, so the file is an ordinary
 //! single-member .gz that gzip, zlib and nibabel read. Blocks do not share a dictionary, so
-//! the bytes depend only on the block boundaries and the level — never on the thread count or
-//! on which block finished first — and blocks can be produced and written one batch at a time.
+//! the bytes depend only on the block boundaries — never on the thread count or on which
+//! block finished first — and blocks can be produced and written one batch at a time.
+//!
+//! Blocks are deflated with zlib's run-length strategy (`Z_RLE`: matches at distance 1 only,
+//! then Huffman coding). A float32 series is noise in its low mantissa bytes: the string
+//! matching of levels 2–9 finds almost nothing there and costs most of the time, while the
+//! gain comes from the runs of zeros outside the head and the skewed exponent bytes, which
+//! run lengths and Huffman codes capture. Measured on the bench phantom's corrected series
+//! (70 volumes of 72×86×72 float32, 118.3 MB, one thread): level 6 5.8 s → 105.4 MB; RLE
+//! 1.6 s → 105.4 MB; Huffman codes alone 1.4 s → 105.7 MB; level 1 (static codes) 2.8 s →
+//! 122.3 MB, larger than the input.
 
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use flate2::Crc;
 use std::io::{self, Write};
+use zlib_rs::{DeflateConfig, DeflateFlush, Status, Strategy};
 
 /// A block deflated on its own, with the CRC-32 and length of its uncompressed bytes.
 pub struct Block {
@@ -18,31 +28,40 @@ pub struct Block {
     crc: Crc,
 }
 
-/// Deflate `data` (raw deflate, no header) as one block; `last` ends the stream.
-pub fn deflate_block(data: &[u8], level: u32, last: bool) -> io::Result<Block> {
-    let mut c = Compress::new(Compression::new(level), false);
+/// Deflate `data` (raw deflate, no header, run-length strategy) as one block; `last` ends
+/// the stream.
+pub fn deflate_block(data: &[u8], last: bool) -> io::Result<Block> {
+    let mut c = zlib_rs::Deflate::new_with_config(DeflateConfig {
+        level: 6,
+        window_bits: -15, // raw deflate
+        strategy: Strategy::Rle,
+        ..DeflateConfig::default()
+    });
     let flush = if last {
-        FlushCompress::Finish
+        DeflateFlush::Finish
     } else {
-        FlushCompress::Sync
+        DeflateFlush::SyncFlush
     };
-    let mut out: Vec<u8> = Vec::with_capacity(data.len() / 2 + 1024);
-    loop {
-        if out.len() == out.capacity() {
-            out.reserve(out.capacity().max(1 << 16));
-        }
-        let consumed = c.total_in() as usize;
-        let status = c
-            .compress_vec(&data[consumed..], &mut out, flush)
-            .map_err(|e| io::Error::other(format!("deflate failed: {e}")))?;
-        let all_in = c.total_in() as usize == data.len();
-        // Done when the final block is out, or (sync flush) when all input is taken and the
-        // compressor stopped with room to spare in the output (zlib's flush-complete rule).
-        if (last && status == Status::StreamEnd) || (!last && all_in && out.len() < out.capacity())
-        {
-            break;
-        }
+    // One call: the output has room for the worst case (stored blocks) and the flush marker.
+    let mut out = vec![0u8; zlib_rs::compress_bound(data.len()) + 64];
+    let status = c
+        .compress(data, &mut out, flush)
+        .map_err(|e| io::Error::other(format!("deflate failed: {e:?}")))?;
+    let (used, taken) = (c.total_out() as usize, c.total_in() as usize);
+    // Complete when all input is taken and the final block is out, or (sync flush) the
+    // compressor stopped with room to spare in the output (zlib's flush-complete rule).
+    let complete = taken == data.len()
+        && if last {
+            status == Status::StreamEnd
+        } else {
+            used < out.len()
+        };
+    if !complete {
+        return Err(io::Error::other(
+            "deflate stopped before the end of a block",
+        ));
     }
+    out.truncate(used);
     let mut crc = Crc::new();
     crc.update(data);
     Ok(Block { deflated: out, crc })
@@ -101,7 +120,7 @@ mod tests {
         let mut g = GzipBlocks::new(&mut out).unwrap();
         for w in cuts.windows(2) {
             let last = w[1] == data.len();
-            g.push(&deflate_block(&data[w[0]..w[1]], 6, last).unwrap())
+            g.push(&deflate_block(&data[w[0]..w[1]], last).unwrap())
                 .unwrap();
         }
         g.finish().unwrap();

@@ -21,8 +21,9 @@ const HEADER_SIZE: usize = 348;
 const NIFTI2_HEADER_SIZE: i32 = 540;
 /// Data start for single-file NIfTI: header plus the 4-byte extension flag.
 const VOX_OFFSET: usize = 352;
-/// gzip level for outputs; with zlib-rs level 6 is fast and compresses noisy floats well
-/// (level 1 expands them: ../shared/notes/rust-crates.md).
+/// gzip level for outputs written whole; with zlib-rs level 6 is fast and compresses noisy
+/// floats well (level 1 expands them: ../shared/notes/rust-crates.md). Streamed series use
+/// the run-length strategy instead ([`super::gzip`]).
 const GZIP_LEVEL: u32 = 6;
 /// Voxels decoded per read while loading a series (a few MB of raw bytes at a time).
 const READ_CHUNK_VOXELS: usize = 1 << 20;
@@ -1044,9 +1045,7 @@ pub fn write_series_streamed(
             for ks in batches {
                 let done: Vec<std::io::Result<super::gzip::Block>> = ks
                     .par_iter()
-                    .map(|&k| {
-                        super::gzip::deflate_block(&encoded(k), GZIP_LEVEL, k + 1 == n_volumes)
-                    })
+                    .map(|&k| super::gzip::deflate_block(&encoded(k), k + 1 == n_volumes))
                     .collect();
                 for block in done {
                     out.push(&block?)?;

@@ -13,13 +13,14 @@ use super::{
     eddy, interpolate, pyramid, Level, MetricKind, RegistrationConfig, RegistrationResult,
     TransformKind,
 };
-use crate::image::{Mask, Volume};
+use crate::image::{Grid, Mask, Volume};
 use crate::{Error, Result};
 use nalgebra::{Matrix3, Matrix4, Vector3};
 
 /// The region the metric is evaluated over, in fixed world coordinates: the dilated mask's
 /// centroid (the increments' centre), bounding box (convergence tests) and second moment
 /// (parameter scales).
+#[derive(Clone)]
 struct Domain {
     centre: Vector3<f64>,
     lo: Vector3<f64>,
@@ -28,10 +29,10 @@ struct Domain {
 }
 
 impl Domain {
-    fn new(fixed: &Volume, pts: &[[usize; 3]]) -> Domain {
+    fn new(grid: &Grid, pts: &[[usize; 3]]) -> Domain {
         let world: Vec<Vector3<f64>> = pts
             .iter()
-            .map(|p| fixed.grid.world([p[0] as f64, p[1] as f64, p[2] as f64]))
+            .map(|p| grid.world([p[0] as f64, p[1] as f64, p[2] as f64]))
             .collect();
         let mut centre = Vector3::zeros();
         let mut lo = Vector3::repeat(f64::INFINITY);
@@ -82,12 +83,24 @@ pub fn register(
 /// reference) share it; the result is the same as [`register`]'s, bit for bit.
 pub struct Prepared<'a> {
     fixed: &'a Volume,
+    sampling: std::borrow::Cow<'a, Sampling>,
+    levels: Vec<FixedLevel>,
+}
+
+/// The mask side of a registration, which depends on the fixed grid and mask only: checked
+/// settings, the dilated mask's domain and every pyramid level's sample points. Many fixed
+/// images on one grid with one mask (the model passes: every volume's prediction) share it
+/// ([`prepare_with`]); the result is the same as [`prepare`]'s, bit for bit.
+#[derive(Clone)]
+pub struct Sampling {
+    grid: Grid,
     cfg: RegistrationConfig,
     what: &'static str,
     /// The fixed mask as given (all true without one): the overlap check's domain.
     mask: Vec<bool>,
     domain: Domain,
-    levels: Vec<FixedLevel>,
+    /// Each level kept (coarse levels too coarse for the mask are left out) with its samples.
+    levels: Vec<(Level, Vec<[usize; 3]>)>,
 }
 
 /// One pyramid level's fixed side.
@@ -107,11 +120,32 @@ pub fn prepare<'a>(
     fixed_mask: Option<&Mask>,
     cfg: &RegistrationConfig,
 ) -> Result<Prepared<'a>> {
+    let s = sampling(&fixed.grid, fixed_mask, cfg)?;
+    prepare_fixed(fixed, std::borrow::Cow::Owned(s))
+}
+
+/// [`prepare`] with the mask side computed once beforehand by [`sampling`] on `fixed`'s grid.
+pub fn prepare_with<'a>(fixed: &'a Volume, s: &'a Sampling) -> Result<Prepared<'a>> {
+    if fixed.grid.dims != s.grid.dims || fixed.grid.affine != s.grid.affine {
+        return Err(Error::input(format!(
+            "{}: the fixed image is not on the grid its samples were prepared for",
+            s.what
+        )));
+    }
+    prepare_fixed(fixed, std::borrow::Cow::Borrowed(s))
+}
+
+/// Check the settings and the fixed grid, dilate the mask and choose every level's samples.
+pub fn sampling(
+    grid: &Grid,
+    fixed_mask: Option<&Mask>,
+    cfg: &RegistrationConfig,
+) -> Result<Sampling> {
     let what = match cfg.metric {
         MetricKind::LeastSquares => "registration",
         MetricKind::MutualInformation(_) => "mutual-information registration",
     };
-    let fdims = fixed.grid.dims;
+    let fdims = grid.dims;
     if cfg.levels.is_empty() {
         return Err(Error::input(format!(
             "{what}: at least one pyramid level is needed"
@@ -134,23 +168,23 @@ pub fn prepare<'a>(
             )));
         }
     }
-    if fixed.grid.is_empty() {
+    if grid.is_empty() {
         return Err(Error::input(format!("{what}: the fixed image is empty")));
     }
-    if fixed.grid.affine.try_inverse().is_none() {
+    if grid.affine.try_inverse().is_none() {
         return Err(Error::input(format!(
             "{what}: the fixed image's affine is singular; fix the NIfTI header"
         )));
     }
     let mask0 = match fixed_mask {
-        Some(m) if m.grid.dims != fixed.grid.dims => {
+        Some(m) if m.grid.dims != grid.dims => {
             return Err(Error::input(format!(
                 "{what}: mask size {:?} does not match the fixed image {:?}",
-                m.grid.dims, fixed.grid.dims
+                m.grid.dims, grid.dims
             )))
         }
         Some(m) => m.data.clone(),
-        None => vec![true; fixed.grid.len()],
+        None => vec![true; grid.len()],
     };
     let mask = crate::mask::dilate_voxels(&mask0, fdims, cfg.mask_dilation);
     let min_samples = min_samples(cfg);
@@ -161,19 +195,44 @@ pub fn prepare<'a>(
             all.len()
         )));
     }
-    let domain = Domain::new(fixed, &all);
+    let domain = Domain::new(grid, &all);
+    let levels: Vec<(Level, Vec<[usize; 3]>)> = cfg
+        .levels
+        .iter()
+        .map(|level| {
+            (
+                level.clone(),
+                samples(&mask, fdims, level.shrink, cfg.sampling),
+            )
+        })
+        // too coarse for this mask: finer levels take over
+        .filter(|(_, pts)| pts.len() >= min_samples)
+        .collect();
+    if levels.is_empty() {
+        return Err(Error::input(format!(
+            "{what}: the mask is too small for every pyramid level (each needs {min_samples} samples); check the mask or add a finer level"
+        )));
+    }
+    Ok(Sampling {
+        grid: grid.clone(),
+        cfg: cfg.clone(),
+        what,
+        mask: mask0,
+        domain,
+        levels,
+    })
+}
 
+/// Every level's fixed samples of `fixed` on the prepared mask side.
+fn prepare_fixed<'a>(fixed: &'a Volume, s: std::borrow::Cow<'a, Sampling>) -> Result<Prepared<'a>> {
+    let (cfg, fdims) = (&s.cfg, fixed.grid.dims);
     // Non-finite voxels (e.g. an ill-posed model prediction) would poison every sum (and
     // index outside a histogram): they count as 0, like the space outside the image.
     let fixed_data = finite_or_zero(&fixed.data);
     let fvs = fixed.grid.voxel_sizes();
     let mean_fvs = (fvs[0] + fvs[1] + fvs[2]) / 3.0;
     let mut levels = Vec::new();
-    for level in &cfg.levels {
-        let pts = samples(&mask, fdims, level.shrink, cfg.sampling);
-        if pts.len() < min_samples {
-            continue; // too coarse for this mask: finer levels take over
-        }
+    for (level, pts) in &s.levels {
         let sigma_mm = level.sigma * mean_fvs;
         let fdata = pyramid::gaussian_smooth(&fixed_data, fdims, fvs.map(|v| sigma_mm / v));
         let samples = match &cfg.metric {
@@ -181,15 +240,15 @@ pub fn prepare<'a>(
                 &fdata,
                 fdims,
                 &fixed.grid.affine,
-                &pts,
+                pts,
                 cfg.kind,
-                &domain.centre,
+                &s.domain.centre,
                 level.cubic,
             )),
             MetricKind::MutualInformation(mi) => FixedSide::MutualInformation(MiFixed::new(
                 &fixed.grid,
                 &fdata,
-                &pts,
+                pts,
                 level.shrink,
                 mi,
             )),
@@ -199,17 +258,9 @@ pub fn prepare<'a>(
             samples,
         });
     }
-    if levels.is_empty() {
-        return Err(Error::input(format!(
-            "{what}: the mask is too small for every pyramid level (each needs {min_samples} samples); check the mask or add a finer level"
-        )));
-    }
     Ok(Prepared {
         fixed,
-        cfg: cfg.clone(),
-        what,
-        mask: mask0,
-        domain,
+        sampling: s,
         levels,
     })
 }
@@ -226,9 +277,10 @@ fn min_samples(cfg: &RegistrationConfig) -> usize {
 impl Prepared<'_> {
     /// Register `moving` to the prepared fixed image, starting from `init`.
     pub fn register(&self, moving: &Volume, init: &Matrix4<f64>) -> Result<RegistrationResult> {
-        let (what, cfg, fixed) = (self.what, &self.cfg, self.fixed);
-        let minv = checked_moving(what, fixed, moving, &self.mask, init)?;
-        let centre = self.domain.centre;
+        let s = &*self.sampling;
+        let (what, cfg, fixed) = (s.what, &s.cfg, self.fixed);
+        let minv = checked_moving(what, fixed, moving, &s.mask, init)?;
+        let centre = s.domain.centre;
         let moving_data = finite_or_zero(&moving.data);
         let fvs = fixed.grid.voxel_sizes();
         let mvs = moving.grid.voxel_sizes();
@@ -236,8 +288,8 @@ impl Prepared<'_> {
         let settings = LevelSettings {
             kind: cfg.kind,
             centre,
-            lo: self.domain.lo,
-            hi: self.domain.hi,
+            lo: s.domain.lo,
+            hi: s.domain.hi,
             max_iterations: cfg.max_iterations,
             tol_mm: cfg.tol_mm,
         };
@@ -279,7 +331,7 @@ impl Prepared<'_> {
                         mi,
                     )?;
                     let scales = Increment::at(cfg.kind, centre, &t)
-                        .physical_shift_scales(&self.domain.second_moment);
+                        .physical_shift_scales(&s.domain.second_moment);
                     // first step: half a (coarse) voxel, at least 0.5 mm
                     let step0 = (0.5 * mean_fvs * level.shrink as f64).max(0.5);
                     let mut o = optimize::bfgs(&m, &settings, &scales, step0, &t);

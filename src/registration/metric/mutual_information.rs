@@ -87,28 +87,45 @@ impl MiSettings {
     }
 }
 
-/// Cubic B-spline window weights of bins `i-1..=i+2` at continuous bin `η = i + t`, and their
-/// derivatives with respect to `η`.
+/// First bin `i-1` of the cubic B-spline window at continuous bin `η = i + t`, and `t`.
 #[inline]
-fn window(eta: f64) -> (usize, [f64; 4], [f64; 4]) {
+fn window_at(eta: f64) -> (usize, f64) {
     let i = eta as usize; // η ≥ PAD > 0: truncation is floor
-    let t = eta - i as f64;
+    (i - 1, eta - i as f64)
+}
+
+/// Cubic B-spline window weights of bins `i-1..=i+2` at `η = i + t`.
+#[inline]
+fn window_weights(t: f64) -> [f64; 4] {
+    const SIXTH: f64 = 1.0 / 6.0;
     let t2 = t * t;
     let t3 = t2 * t;
     let u = 1.0 - t;
-    let w = [
-        u * u * u / 6.0,
-        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
-        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
-        t3 / 6.0,
-    ];
-    let d = [
+    [
+        u * u * u * SIXTH,
+        (3.0 * t3 - 6.0 * t2 + 4.0) * SIXTH,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) * SIXTH,
+        t3 * SIXTH,
+    ]
+}
+
+/// Derivatives of [`window_weights`] with respect to `η`.
+#[inline]
+fn window_derivatives(t: f64) -> [f64; 4] {
+    let u = 1.0 - t;
+    [
         -0.5 * u * u,
-        (3.0 * t2 - 4.0 * t) / 2.0,
-        (-3.0 * t2 + 2.0 * t + 1.0) / 2.0,
-        0.5 * t2,
-    ];
-    (i - 1, w, d)
+        (3.0 * t * t - 4.0 * t) * 0.5,
+        (-3.0 * t * t + 2.0 * t + 1.0) * 0.5,
+        0.5 * t * t,
+    ]
+}
+
+/// Cubic B-spline window at `η`: first bin, weights and their derivatives.
+#[cfg(test)]
+fn window(eta: f64) -> (usize, [f64; 4], [f64; 4]) {
+    let (i, t) = window_at(eta);
+    (i, window_weights(t), window_derivatives(t))
 }
 
 /// Linear map of intensities onto continuous bins `[PAD, bins-1-PAD]`.
@@ -157,12 +174,15 @@ impl BinMap {
 }
 
 /// The fixed side of the Mattes metric at one pyramid level: sample positions and their
-/// fixed-image bins. Depends on the fixed image only, so one serves every moving image.
+/// fixed-image Parzen windows. Depends on the fixed image only, so one serves every moving
+/// image (and every evaluation) without recomputing them.
 pub struct MiFixed {
     /// World position of each sample.
     pos: Vec<Vector3<f64>>,
-    /// Continuous fixed bin of each sample.
-    fbin: Vec<f64>,
+    /// First histogram bin of each sample's fixed window.
+    fbin: Vec<u32>,
+    /// The window's four weights.
+    fw: Vec<[f64; 4]>,
 }
 
 impl MiFixed {
@@ -204,8 +224,14 @@ impl MiFixed {
         let pos: Vec<Vector3<f64>> = vox.iter().map(|&q| g.world(q)).collect();
         let fvals = fv.clone();
         let fmap = BinMap::new(&mut fv, settings.percentiles, settings.bins);
-        let fbin = fvals.iter().map(|&v| fmap.map(v).0).collect();
-        MiFixed { pos, fbin }
+        let (fbin, fw) = fvals
+            .iter()
+            .map(|&v| {
+                let (i, t) = window_at(fmap.map(v).0);
+                (i as u32, window_weights(t))
+            })
+            .unzip();
+        MiFixed { pos, fbin, fw }
     }
 
     /// Number of samples.
@@ -236,10 +262,22 @@ pub struct MutualInformation<'a> {
 /// Per-sample result of the histogram pass, kept for the gradient pass.
 #[derive(Clone, Copy)]
 struct SampleDeriv {
-    /// Moving bin; NaN when the sample maps outside the moving image.
-    mbin: f64,
-    /// ∂(moving bin)/∂x in fixed world coordinates; zero when the bin was clamped.
+    /// First bin of the moving window; [`SampleDeriv::NONE`] when the sample adds nothing to
+    /// the gradient (outside the moving image, clamped bin or zero image gradient).
+    mbin: u32,
+    /// Derivatives of the moving window's weights.
+    md: [f64; 4],
+    /// ∂(moving bin)/∂x in fixed world coordinates.
     g: [f64; 3],
+}
+
+impl SampleDeriv {
+    const NONE: u32 = u32::MAX;
+    const SKIP: SampleDeriv = SampleDeriv {
+        mbin: Self::NONE,
+        md: [0.0; 4],
+        g: [0.0; 3],
+    };
 }
 
 impl<'a> MutualInformation<'a> {
@@ -295,40 +333,43 @@ impl<'a> MutualInformation<'a> {
         let v3t = v.fixed_view::<3, 3>(0, 0).transpose();
         let mmap = self.mmap;
         // pass 1: joint histogram (per chunk, reduced in order) and per-sample derivatives
-        let parts: Vec<(Vec<f64>, Vec<SampleDeriv>)> = self
-            .fixed
+        let fixed = self.fixed;
+        let parts: Vec<(Vec<f64>, Vec<SampleDeriv>)> = fixed
             .pos
             .par_chunks(CHUNK)
-            .zip(self.fixed.fbin.par_chunks(CHUNK))
-            .map(|(pos, fbin)| {
+            .zip(fixed.fbin.par_chunks(CHUNK))
+            .zip(fixed.fw.par_chunks(CHUNK))
+            .map(|((pos, fbin), fw)| {
                 let mut h = vec![0.0; b * b];
                 let mut ds = Vec::with_capacity(pos.len());
-                for (x, &fb) in pos.iter().zip(fbin) {
+                for ((x, &fi), fw) in pos.iter().zip(fbin).zip(fw) {
                     let y = v.transform_point(&(*x).into());
                     let y = [y.x, y.y, y.z];
                     if !inside(y, self.mdims) {
-                        ds.push(SampleDeriv {
-                            mbin: f64::NAN,
-                            g: [0.0; 3],
-                        });
+                        ds.push(SampleDeriv::SKIP);
                         continue;
                     }
                     let (val, gv) = self.moving.value_gradient(y);
                     let (mb, clamped) = mmap.map(val);
-                    let mut g = [0.0; 3];
-                    if !clamped {
-                        let gw = v3t * Vector3::new(gv[0], gv[1], gv[2]) * mmap.scale;
-                        g = [gw.x, gw.y, gw.z];
-                    }
-                    let (fi, fw, _) = window(fb);
-                    let (mi, mw, _) = window(mb);
-                    for a in 0..4 {
+                    let (mi, t) = window_at(mb);
+                    let mw = window_weights(t);
+                    let fi = fi as usize;
+                    for (a, &wa) in fw.iter().enumerate() {
                         let row = &mut h[(fi + a) * b + mi..(fi + a) * b + mi + 4];
-                        for c in 0..4 {
-                            row[c] += fw[a] * mw[c];
+                        for (r, &wc) in row.iter_mut().zip(&mw) {
+                            *r += wa * wc;
                         }
                     }
-                    ds.push(SampleDeriv { mbin: mb, g });
+                    let gw = v3t * Vector3::new(gv[0], gv[1], gv[2]) * mmap.scale;
+                    if clamped || (gw.x == 0.0 && gw.y == 0.0 && gw.z == 0.0) {
+                        ds.push(SampleDeriv::SKIP);
+                    } else {
+                        ds.push(SampleDeriv {
+                            mbin: mi as u32,
+                            md: window_derivatives(t),
+                            g: [gw.x, gw.y, gw.z],
+                        });
+                    }
                 }
                 (h, ds)
             })
@@ -344,24 +385,28 @@ impl<'a> MutualInformation<'a> {
         if n <= 0.0 {
             return (0.0, vec![0.0; np]);
         }
+        let inv_n = 1.0 / n;
         let mut pf = vec![0.0; b];
         let mut pm = vec![0.0; b];
-        for f in 0..b {
-            for m in 0..b {
-                let p = hist[f * b + m] / n;
+        for (f, row) in hist.chunks_exact(b).enumerate() {
+            for (m, &c) in row.iter().enumerate() {
+                let p = c * inv_n;
                 pf[f] += p;
                 pm[m] += p;
             }
         }
+        let ln = |v: &f64| if *v > 0.0 { v.ln() } else { 0.0 };
+        let ln_pf: Vec<f64> = pf.iter().map(ln).collect();
+        let ln_pm: Vec<f64> = pm.iter().map(ln).collect();
         let mut mi = 0.0;
-        // ln(p(f,m)/p_m(m)) for the gradient
+        // ln(p(f,m)/p_m(m)) for the gradient; MI = Σ p (ln(p/p_m) − ln p_f)
         let mut lr = vec![0.0; b * b];
-        for f in 0..b {
-            for m in 0..b {
-                let p = hist[f * b + m] / n;
+        for (f, (row, lrow)) in hist.chunks_exact(b).zip(lr.chunks_exact_mut(b)).enumerate() {
+            for (m, (&c, l)) in row.iter().zip(lrow.iter_mut()).enumerate() {
+                let p = c * inv_n;
                 if p > 0.0 {
-                    mi += p * (p / (pf[f] * pm[m])).ln();
-                    lr[f * b + m] = (p / pm[m]).ln();
+                    *l = p.ln() - ln_pm[m];
+                    mi += p * (*l - ln_pf[f]);
                 }
             }
         }
@@ -370,21 +415,22 @@ impl<'a> MutualInformation<'a> {
             .par_iter()
             .enumerate()
             .map(|(ci, (_, ds))| {
-                let fbin = &self.fixed.fbin[ci * CHUNK..];
-                let pos = &self.fixed.pos[ci * CHUNK..];
+                let fbin = &fixed.fbin[ci * CHUNK..];
+                let fw = &fixed.fw[ci * CHUNK..];
+                let pos = &fixed.pos[ci * CHUNK..];
                 let mut g = [0.0; 12];
                 let mut jac = [0.0; 12];
-                for ((s, &fb), x) in ds.iter().zip(fbin).zip(pos) {
-                    if s.mbin.is_nan() || s.g.iter().all(|&v| v == 0.0) {
+                for (((s, &fi), fw), x) in ds.iter().zip(fbin).zip(fw).zip(pos) {
+                    if s.mbin == SampleDeriv::NONE {
                         continue;
                     }
-                    let (fi, fw, _) = window(fb);
-                    let (mi, _, md) = window(s.mbin);
+                    let (fi, mi, md) = (fi as usize, s.mbin as usize, &s.md);
                     let mut acc = 0.0;
-                    for a in 0..4 {
+                    for (a, &wa) in fw.iter().enumerate() {
                         let row = &lr[(fi + a) * b + mi..(fi + a) * b + mi + 4];
-                        acc += fw[a]
-                            * (md[0] * row[0] + md[1] * row[1] + md[2] * row[2] + md[3] * row[3]);
+                        acc += wa
+                            * ((md[0] * row[0] + md[1] * row[1])
+                                + (md[2] * row[2] + md[3] * row[3]));
                     }
                     self.row_kind.jacobian_row(
                         &Vector3::new(s.g[0], s.g[1], s.g[2]),
@@ -405,7 +451,7 @@ impl<'a> MutualInformation<'a> {
             }
         }
         for v in grad.iter_mut() {
-            *v /= n;
+            *v *= inv_n;
         }
         (mi, grad)
     }
