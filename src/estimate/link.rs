@@ -17,12 +17,16 @@ use nalgebra::Matrix4;
 /// is composed into the shell's transforms.
 ///
 /// Measured with the true motion (`benches/link.rs`, 2026-12-03), error of the b=1000 / b=2000
-/// link (mm): simulated seed 11 (a ±12 % shading fixed in the scanner) 0.079 / 0.187 before
-/// (b=2000 chained to b=1000), 0.055 / 0.100 now; seed 12 0.079 / 0.230 → 0.050 / 0.087;
-/// shared bench 0.018 / 0.060 (chained) → 0.010 / 0.024; bench_artefacts 0.022 / 0.036 →
-/// 0.015 / 0.028. With the shading divided out, every shell straight to the b=0 reference beat
-/// the chain through the next lower shell on all four (the chain was chosen when the shading
-/// made the b=2000 → b=0 link the worst).
+/// link straight to the b=0 mean (mm), MI of the means as they are → with the shading divided
+/// out: simulated seed 11 (a ±12 % shading fixed in the scanner) 0.079 / 0.187 → 0.055 /
+/// 0.100 (the old chain b=2000 → b=1000 added 0.092 to the b=1000 error); seed 12 0.079 /
+/// 0.230 → 0.050 / 0.087; shared bench 0.018 / 0.060 → 0.010 / 0.024 (chain: +0.015);
+/// bench_artefacts 0.022 / 0.036 → 0.015 / 0.028. With the shading divided out, every shell straight to the b=0 reference and
+/// b=2000 chained through b=1000 came out about equal (`estimate` seed 11 0.0444 / 0.080 mm
+/// against 0.0434 / 0.085; bench 0.0236 / 0.0575 against 0.0227 / 0.0601); the direct link
+/// is kept: one cross-contrast step per shell, nothing accumulates over shells (the chain was
+/// chosen when the shading made the b=2000 → b=0 link the worst). benches/README.md, "Coil
+/// shading and the shell link".
 pub fn link_shells(run: &Run, data: &mut Dataset, reference: &Volume) -> Result<()> {
     if data.shells.is_empty() {
         return Ok(());
