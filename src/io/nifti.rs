@@ -789,45 +789,35 @@ pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
     } else {
         0.0
     };
-    let d4 = [d[0], d[1], d[2], d[3]];
-    let grid = || Grid::new([d[0], d[1], d[2]], m.best_affine());
+    let grid = Grid::new([d[0], d[1], d[2]], m.best_affine());
+    let (dt, le) = (m.datatype, h.little_endian);
+    let size = dt.bytes();
     // 8- and 16-bit integers stay integers (half the memory of float32; see `Series`).
-    match m.datatype {
-        DataType::U8 | DataType::I8 | DataType::I16 => {
-            let raw = read_integers(
-                path,
-                &mut r,
-                gz,
-                n,
-                need,
-                m.datatype,
-                h.little_endian,
-                |v| v as i16,
-            )?;
-            let raw = Integers::I16(raw);
-            return Ok((
-                Series::from_integers(grid(), d4[3], raw, slope, inter),
-                h.meta,
-            ));
-        }
-        DataType::U16 => {
-            let raw = read_integers(
-                path,
-                &mut r,
-                gz,
-                n,
-                need,
-                m.datatype,
-                h.little_endian,
-                |v| v as u16,
-            )?;
-            let raw = Integers::U16(raw);
-            return Ok((
-                Series::from_integers(grid(), d4[3], raw, slope, inter),
-                h.meta,
-            ));
-        }
-        _ => {}
+    let integers = match dt {
+        DataType::U8 | DataType::I8 | DataType::I16 => Some(Integers::I16(read_integers(
+            path,
+            &mut r,
+            gz,
+            n,
+            need,
+            dt,
+            le,
+            |v| v as i16,
+        )?)),
+        DataType::U16 => Some(Integers::U16(read_integers(
+            path,
+            &mut r,
+            gz,
+            n,
+            need,
+            dt,
+            le,
+            |v| v as u16,
+        )?)),
+        _ => None,
+    };
+    if let Some(raw) = integers {
+        return Ok((Series::from_integers(grid, d[3], raw, slope, inter), h.meta));
     }
     // Decoded chunk by chunk into the float32 buffer: the raw bytes are never held whole (an
     // int16 series would need 1.5× its float32 size while loading). Reserved, not
@@ -835,38 +825,47 @@ pub fn read_series(path: &Path) -> Result<(Series, NiftiMeta)> {
     // pages actually read before the truncation is reported.
     let mut data: Vec<f32> = Vec::new();
     reserve(&mut data, n, path)?;
-    let size = m.datatype.bytes();
+    read_chunks(path, &mut r, gz, n, need, size, |bytes| {
+        let start = data.len();
+        data.resize(start + bytes.len() / size, 0.0);
+        decode(bytes, dt, le, slope, inter, &mut data[start..]);
+    })?;
+    drop(r);
+    Ok((Series::new(grid, d[3], data), h.meta))
+}
+
+/// Stream the `n` samples of `size` bytes each that the header asks for (`need` bytes), a
+/// chunk at a time, handing each chunk's bytes to `take`; then [`finish_data`] checks the
+/// stream's end. The one read loop of [`read_series`], whichever type it keeps.
+fn read_chunks(
+    path: &Path,
+    r: &mut dyn Read,
+    gz: bool,
+    n: usize,
+    need: usize,
+    size: usize,
+    mut take: impl FnMut(&[u8]),
+) -> Result<()> {
     let mut buf = vec![0u8; READ_CHUNK_VOXELS.min(n.max(1)) * size];
-    let mut got = 0;
-    while data.len() < n {
-        let count = READ_CHUNK_VOXELS.min(n - data.len());
+    let (mut done, mut got) = (0, 0);
+    while done < n {
+        let count = READ_CHUNK_VOXELS.min(n - done);
         let want = count * size;
-        let g = read_full(&mut r, &mut buf[..want]).map_err(|e| stream_error(path, gz, e))?;
+        let g = read_full(r, &mut buf[..want]).map_err(|e| stream_error(path, gz, e))?;
         got += g;
         if g < want {
             break;
         }
-        let start = data.len();
-        data.resize(start + count, 0.0);
-        decode(
-            &buf[..want],
-            m.datatype,
-            h.little_endian,
-            slope,
-            inter,
-            &mut data[start..],
-        );
+        take(&buf[..want]);
+        done += count;
     }
-    finish_data(path, &mut r, gz, got, need)?;
-    drop(r);
-    let grid = Grid::new([d[0], d[1], d[2]], m.best_affine());
-    Ok((Series::new(grid, d[3], data), h.meta))
+    finish_data(path, r, gz, got, need)
 }
 
 /// The voxel data of an 8- or 16-bit integer file as `T` (`cast` of each sample read as i32),
 /// chunk by chunk, bounded like [`read_series`].
 #[allow(clippy::too_many_arguments)]
-fn read_integers<T: Copy + Default>(
+fn read_integers<T>(
     path: &Path,
     r: &mut dyn Read,
     gz: bool,
@@ -878,41 +877,27 @@ fn read_integers<T: Copy + Default>(
 ) -> Result<Vec<T>> {
     let mut data: Vec<T> = Vec::new();
     reserve(&mut data, n, path)?;
-    let size = dt.bytes();
-    let mut buf = vec![0u8; READ_CHUNK_VOXELS.min(n.max(1)) * size];
-    let mut got = 0;
-    while data.len() < n {
-        let count = READ_CHUNK_VOXELS.min(n - data.len());
-        let want = count * size;
-        let g = read_full(r, &mut buf[..want]).map_err(|e| stream_error(path, gz, e))?;
-        got += g;
-        if g < want {
-            break;
-        }
-        let bytes = &buf[..want];
-        match dt {
-            DataType::U8 => data.extend(bytes.iter().map(|&b| cast(b as i32))),
-            DataType::I8 => data.extend(bytes.iter().map(|&b| cast(b as i8 as i32))),
-            DataType::I16 => data.extend(bytes.chunks_exact(2).map(|c| {
-                let a = [c[0], c[1]];
-                cast(if le {
-                    i16::from_le_bytes(a)
-                } else {
-                    i16::from_be_bytes(a)
-                } as i32)
-            })),
-            DataType::U16 => data.extend(bytes.chunks_exact(2).map(|c| {
-                let a = [c[0], c[1]];
-                cast(if le {
-                    u16::from_le_bytes(a)
-                } else {
-                    u16::from_be_bytes(a)
-                } as i32)
-            })),
-            _ => unreachable!("8- and 16-bit integer types only"),
-        }
-    }
-    finish_data(path, r, gz, got, need)?;
+    read_chunks(path, r, gz, n, need, dt.bytes(), |bytes| match dt {
+        DataType::U8 => data.extend(bytes.iter().map(|&b| cast(b as i32))),
+        DataType::I8 => data.extend(bytes.iter().map(|&b| cast(b as i8 as i32))),
+        DataType::I16 => data.extend(bytes.chunks_exact(2).map(|c| {
+            let a = [c[0], c[1]];
+            cast(if le {
+                i16::from_le_bytes(a)
+            } else {
+                i16::from_be_bytes(a)
+            } as i32)
+        })),
+        DataType::U16 => data.extend(bytes.chunks_exact(2).map(|c| {
+            let a = [c[0], c[1]];
+            cast(if le {
+                u16::from_le_bytes(a)
+            } else {
+                u16::from_be_bytes(a)
+            } as i32)
+        })),
+        _ => unreachable!("8- and 16-bit integer types only"),
+    })?;
     Ok(data)
 }
 

@@ -183,42 +183,17 @@ unsafe fn solve_both_avx2<const P: usize>(factor: &[Lanes], x: &[f64]) -> ([Lane
 
 #[inline(always)]
 fn solve_both_body<const P: usize>(a: &[Lanes], x: &[f64]) -> ([Lanes; P], Lanes) {
-    // L z = x
     let mut z = [[0.0f64; LANES]; P];
-    for i in 0..P {
-        let mut s = [x[i]; LANES];
-        for k in 0..i {
-            let aik = a[i * P + k];
-            for l in 0..LANES {
-                s[l] -= aik[l] * z[k][l];
-            }
-        }
-        let aii = a[i * P + i];
-        for l in 0..LANES {
-            s[l] /= aii[l];
-        }
-        z[i] = s;
+    for (zi, &xi) in z.iter_mut().zip(x) {
+        *zi = [xi; LANES];
     }
+    kernel::solve_lower(a, &mut z);
     let mut q = [0.0f64; LANES];
     for zi in &z {
         for l in 0..LANES {
             q[l] += zi[l] * zi[l];
         }
     }
-    // Lᵀ u = z, in place
-    for i in (0..P).rev() {
-        let mut s = z[i];
-        for k in i + 1..P {
-            let aki = a[k * P + i];
-            for l in 0..LANES {
-                s[l] -= aki[l] * z[k][l];
-            }
-        }
-        let aii = a[i * P + i];
-        for l in 0..LANES {
-            s[l] /= aii[l];
-        }
-        z[i] = s;
-    }
+    kernel::solve_upper(a, &mut z);
     (z, q)
 }

@@ -380,11 +380,15 @@ impl LovoEngine {
 
     /// The model fitted without 4-D volume `index` (a diffusion-weighted volume).
     pub fn fit(&self, index: usize) -> Result<Fit<'_>> {
-        let h = self.column(index)?;
-        Ok(Fit {
+        Ok(self.fit_column(self.column(index)?))
+    }
+
+    /// The model fitted without design column `h`.
+    fn fit_column(&self, h: usize) -> Fit<'_> {
+        Fit {
             engine: self,
             fold: self.design.fold(h),
-        })
+        }
     }
 
     /// The design column of 4-D volume `index`.
@@ -411,13 +415,7 @@ impl LovoEngine {
         Ok(match self.model.fold_fit {
             FoldFit::Refit => cols
                 .par_iter()
-                .map(|&h| {
-                    Fit {
-                        engine: self,
-                        fold: self.design.fold(h),
-                    }
-                    .predict()
-                })
+                .map(|&h| self.fit_column(h).predict())
                 .collect(),
             FoldFit::Downdate => self.predict_downdated(&cols),
         })
@@ -487,10 +485,7 @@ impl LovoEngine {
             .into_par_iter()
             .map(|fold_refits| {
                 let f = fold_refits[0].0;
-                let fit = Fit {
-                    engine: self,
-                    fold: d.fold(cols[f]),
-                };
+                let fit = self.fit_column(cols[f]);
                 fold_refits
                     .iter()
                     .map(|&(_, v)| {

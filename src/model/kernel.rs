@@ -270,34 +270,8 @@ fn fit_group_body<const P: usize>(
             }
         }
         // L z = r, then Lᵀ β = z.
-        for i in 0..P {
-            let mut s = rhs[i];
-            for k in 0..i {
-                let aik = a[i * P + k];
-                for l in 0..LANES {
-                    s[l] -= aik[l] * rhs[k][l];
-                }
-            }
-            let aii = a[i * P + i];
-            for l in 0..LANES {
-                s[l] /= aii[l];
-            }
-            rhs[i] = s;
-        }
-        for i in (0..P).rev() {
-            let mut s = rhs[i];
-            for k in i + 1..P {
-                let aki = a[k * P + i];
-                for l in 0..LANES {
-                    s[l] -= aki[l] * rhs[k][l];
-                }
-            }
-            let aii = a[i * P + i];
-            for l in 0..LANES {
-                s[l] /= aii[l];
-            }
-            rhs[i] = s;
-        }
+        solve_lower(a, &mut rhs);
+        solve_upper(a, &mut rhs);
         beta = rhs;
     }
     let mut out = [[0.0f64; P]; LANES];
@@ -307,6 +281,46 @@ fn fit_group_body<const P: usize>(
         }
     }
     GroupFit { beta: out, bad }
+}
+
+/// `L z = v` in place on every lane (forward substitution, row by row: `s = v_i; s -= l_ik·z_k,
+/// k = 0..i; s /= l_ii`), with `L` the lower Cholesky factor `a[i * P + j]` (i ≥ j).
+#[inline(always)]
+pub fn solve_lower<const P: usize>(a: &[V], v: &mut [V; P]) {
+    for i in 0..P {
+        let mut s = v[i];
+        for k in 0..i {
+            let aik = a[i * P + k];
+            for l in 0..LANES {
+                s[l] -= aik[l] * v[k][l];
+            }
+        }
+        let aii = a[i * P + i];
+        for l in 0..LANES {
+            s[l] /= aii[l];
+        }
+        v[i] = s;
+    }
+}
+
+/// `Lᵀ z = v` in place on every lane (back substitution, last row first), `L` as in
+/// [`solve_lower`].
+#[inline(always)]
+pub fn solve_upper<const P: usize>(a: &[V], v: &mut [V; P]) {
+    for i in (0..P).rev() {
+        let mut s = v[i];
+        for k in i + 1..P {
+            let aki = a[k * P + i];
+            for l in 0..LANES {
+                s[l] -= aki[l] * v[k][l];
+            }
+        }
+        let aii = a[i * P + i];
+        for l in 0..LANES {
+            s[l] /= aii[l];
+        }
+        v[i] = s;
+    }
 }
 
 /// `out[r] = Σ_c rows[r][c] · vecs[c]` for each row of the row-major `rows` (`out.len()` rows of
