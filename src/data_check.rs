@@ -16,6 +16,7 @@
 
 use crate::image::{Mask, Series};
 use crate::{Error, Result};
+use rayon::prelude::*;
 
 /// A finite voxel whose magnitude exceeds this many times the series' 99.9th percentile of
 /// |value| is treated as corrupt. Real magnitude data stay within ~10× of that percentile
@@ -88,9 +89,10 @@ fn p999_abs(series: &Series) -> Option<f64> {
     let n = series.grid.len();
     let total = n * series.n_volumes;
     let step = (total / 1_000_000).max(1);
-    let mut v: Vec<f32> = (0..total)
-        .step_by(step)
-        .map(|i| series.get(i / n, i % n))
+    // the same samples, gathered in parallel (the percentile does not depend on their order)
+    let mut v: Vec<f32> = (0..total.div_ceil(step))
+        .into_par_iter()
+        .map(|s| series.get(s * step / n, s * step % n))
         .filter(|x| x.is_finite() && *x != 0.0)
         .map(|x| x.abs())
         .collect();
@@ -112,11 +114,13 @@ pub fn clean_series(series: &mut Series) -> CleanReport {
         limit,
     };
     let bad = |x: f32| !x.is_finite() || limit.is_some_and(|l| (x as f64).abs() > l);
-    for k in 0..n {
-        // written only when something must change: a volume kept as integers stays so
-        if !series.volume(k).iter().any(|&x| bad(x)) {
-            continue;
-        }
+    // every volume read once, in parallel; written only when something must change (a
+    // volume kept as integers stays so)
+    let dirty: Vec<bool> = (0..n)
+        .into_par_iter()
+        .map(|k| series.volume(k).iter().any(|&x| bad(x)))
+        .collect();
+    for k in (0..n).filter(|&k| dirty[k]) {
         for x in series.volume_mut(k) {
             if !x.is_finite() {
                 *x = 0.0;
@@ -139,9 +143,21 @@ pub fn check_signal(
     what: &str,
 ) -> Result<()> {
     let b = |k: usize| bvals.get(k).map_or(String::new(), |b| format!(" (b={b})"));
-    for k in 0..series.n_volumes {
-        let v = series.volume(k);
-        let voxels = v.len();
+    // What is checked of each volume, read once and in parallel: whether it is constant
+    // (and its first value), and its negative and non-zero voxels; judged below in order.
+    let seen: Vec<(bool, f32, usize, usize)> = (0..series.n_volumes)
+        .into_par_iter()
+        .map(|k| {
+            let v = series.volume(k);
+            let first = v.first().copied().unwrap_or(0.0);
+            let (neg, nonzero) = v.iter().fold((0usize, 0usize), |(n, z), &x| {
+                (n + (x < 0.0) as usize, z + (x != 0.0) as usize)
+            });
+            (v.iter().all(|&x| x == first), first, neg, nonzero)
+        })
+        .collect();
+    let voxels = series.grid.len();
+    for (k, &(constant, first, _, _)) in seen.iter().enumerate() {
         if voxels > 0 && report.non_finite.get(k) == Some(&voxels) {
             return Err(Error::input(format!(
                 "{what}: volume {k}{} holds no finite value (every voxel is NaN or infinite): \
@@ -149,8 +165,7 @@ pub fn check_signal(
                 b(k)
             )));
         }
-        let first = v.first().copied().unwrap_or(0.0);
-        if v.iter().all(|&x| x == first) {
+        if constant {
             return Err(Error::input(format!(
                 "{what}: volume {k}{} has no signal (every voxel is {first}): \
                  remove it from the series and its gradient table",
@@ -158,16 +173,9 @@ pub fn check_signal(
             )));
         }
     }
-    let (neg, nonzero) = (0..series.n_volumes)
-        .map(|k| {
-            series
-                .volume(k)
-                .iter()
-                .fold((0usize, 0usize), |(n, z), &x| {
-                    (n + (x < 0.0) as usize, z + (x != 0.0) as usize)
-                })
-        })
-        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    let (neg, nonzero) = seen
+        .iter()
+        .fold((0, 0), |(a, b), &(_, _, c, d)| (a + c, b + d));
     if neg * 2 > nonzero {
         return Err(Error::input(format!(
             "{what}: {neg} of its {nonzero} non-zero voxels are negative; diffusion signal is a \
