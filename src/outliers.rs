@@ -114,6 +114,34 @@ pub fn slice_sums(
     s
 }
 
+/// [`slice_sums`] with the mask given as its voxels `at` (ascending linear indices) and
+/// `observed`, `predicted` at those voxels only: the same sums, added in the same order.
+pub fn slice_sums_at(
+    observed: &[f32],
+    predicted: &[f32],
+    at: &[usize],
+    dims: [usize; 3],
+    axis: usize,
+) -> SliceSums {
+    let n = dims[axis];
+    let mut s = SliceSums {
+        observed: vec![0.0; n],
+        predicted: vec![0.0; n],
+        voxels: vec![0; n],
+    };
+    for ((&l, &o), &p) in at.iter().zip(observed).zip(predicted) {
+        let sl = [
+            l % dims[0],
+            (l / dims[0]) % dims[1],
+            l / (dims[0] * dims[1]),
+        ][axis];
+        s.observed[sl] += o as f64;
+        s.predicted[sl] += p as f64;
+        s.voxels[sl] += 1;
+    }
+    s
+}
+
 /// One outlier slice (a row of outliers.tsv).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct OutlierRow {
