@@ -22,10 +22,19 @@
 //! route was worse almost everywhere (0.07–0.22 mm: a DTI fit extrapolated across shells
 //! mispredicts the contrast).
 //!
+//! - `symmetric`, `dilation 1/2/8`: shading removed, the mean of the forward and inverted link,
+//!   and other dilations of the registration mask (none better across phantoms, 2026-12-03).
+//!
 //! `cargo bench --bench link -- PHANTOM_DIR [...]` (folders as written by `nifreeze-rs
-//! simulate`, or ../shared/phantoms/NAME); env LINK_MODEL=dti|dki (default dti).
+//! simulate`, or ../shared/phantoms/NAME); env LINK_MODEL=dti|dki (default dti),
+//! LINK_SKIP_MODEL=1 skips the slow `model` route. LINK_ERODE=-4,0,2 prints only `estimate`'s
+//! link ([`shell_links`]: two masks) and the shading-removed MI link with each listed mask
+//! (negative: the brain mask dilated by the registration by that many voxels; 0 or more: the
+//! brain mask eroded by that many voxels, no dilation); benches/README.md "The shell link: two
+//! masks".
 
 use nalgebra::Matrix4;
+use nifreeze::estimate::shell_links;
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::gradients::{read_mrtrix, shells, GradientTable};
 use nifreeze::io::nifti::{read_mask, read_series};
@@ -94,6 +103,56 @@ fn run(dir: &Path, kind: ModelKind) {
     let fit_mask = nifreeze::mask::dilate(&mask, 2);
     let id = Matrix4::identity();
     let reg = RegistrationConfig::rigid();
+    if let Ok(list) = std::env::var("LINK_ERODE") {
+        let channels: Vec<&Volume> = std::iter::once(&reference).chain(means.iter()).collect();
+        let shade = nifreeze::estimate::shading::estimate(&channels, &mask).unwrap();
+        let flat = |v: &Volume| shade.correct_volume(v);
+        for (i, shell) in sh.iter().enumerate() {
+            // what `estimate` uses: the mean of the links with the dilated and the brain mask
+            let l = shell_links(&reference, &means[i..=i], &mask).unwrap()[0];
+            let dd = shift(&l, &mask);
+            println!(
+                "{} shell b={:.0}: estimate's link {:.4} mm ({:+.3} {:+.3} {:+.3})",
+                dir.display(),
+                shell.bvalue,
+                mean_error(&l, &mask),
+                dd.x,
+                dd.y,
+                dd.z
+            );
+            for e in list
+                .split(',')
+                .filter(|e| !e.is_empty())
+                .map(|e| e.parse::<i64>().unwrap())
+            {
+                // e < 0: dilation -e of the brain mask by the registration; e >= 0: the brain
+                // mask eroded by e voxels, no dilation
+                let (m, d) = if e < 0 {
+                    (mask.clone(), (-e) as usize)
+                } else {
+                    (nifreeze::mask::erode(&mask, e as usize), 0)
+                };
+                let cfg = RegistrationConfig {
+                    mask_dilation: d,
+                    ..RegistrationConfig::mutual_information()
+                };
+                let l = register(&flat(&reference), &flat(&means[i]), Some(&m), &id, &cfg)
+                    .unwrap()
+                    .matrix;
+                let dd = shift(&l, &mask);
+                println!(
+                    "{} shell b={:.0}: mask {e}: {:.4} mm ({:+.3} {:+.3} {:+.3})",
+                    dir.display(),
+                    shell.bvalue,
+                    mean_error(&l, &mask),
+                    dd.x,
+                    dd.y,
+                    dd.z
+                );
+            }
+        }
+        return;
+    }
     for (i, shell) in sh.iter().enumerate() {
         let mi = register(
             &reference,
@@ -127,51 +186,53 @@ fn run(dir: &Path, kind: ModelKind) {
                 .unwrap()
                 .matrix
         });
-        // Leave-shell-out: the series without this shell plus one placeholder volume whose
-        // gradient is set, in turn, to each gradient of the shell.
-        let keep: Vec<usize> = (0..s.n_volumes)
-            .filter(|k| !shell.indices.contains(k))
-            .collect();
-        let mut sub: Vec<Vec<f32>> = keep.iter().map(|&k| vols[k].clone()).collect();
-        sub.push(vols[shell.indices[0]].clone());
-        let sub = Series::from_volumes(s.grid.clone(), &sub);
-        let h = keep.len();
-        let mut acc = vec![0f64; s.grid.len()];
-        for &k in &shell.indices {
-            let mut g = GradientTable {
-                bvecs: keep.iter().map(|&j| table.bvecs[j]).collect(),
-                bvals: keep.iter().map(|&j| table.bvals[j]).collect(),
-            };
-            g.bvecs.push(table.bvecs[k]);
-            g.bvals.push(table.bvals[k]);
-            let kind_here = if kind == ModelKind::Dki && shells(&g, 50.0).len() < 3 {
-                ModelKind::Dti
-            } else {
-                kind
-            };
-            let e = Model::new(kind_here)
-                .fit_method(FitMethod::Wls)
-                .s0_sample(true)
-                .leave_one_out(&sub, &g, &fit_mask)
-                .unwrap();
-            let p = e.predict(h).unwrap();
-            for (a, &v) in acc.iter_mut().zip(&p.data) {
-                *a += if v.is_finite() {
-                    v.clamp(0.0, 1e5) as f64
-                } else {
-                    0.0
+        let model = (std::env::var("LINK_SKIP_MODEL").is_err()).then(|| {
+            // Leave-shell-out: the series without this shell plus one placeholder volume whose
+            // gradient is set, in turn, to each gradient of the shell.
+            let keep: Vec<usize> = (0..s.n_volumes)
+                .filter(|k| !shell.indices.contains(k))
+                .collect();
+            let mut sub: Vec<Vec<f32>> = keep.iter().map(|&k| vols[k].clone()).collect();
+            sub.push(vols[shell.indices[0]].clone());
+            let sub = Series::from_volumes(s.grid.clone(), &sub);
+            let h = keep.len();
+            let mut acc = vec![0f64; s.grid.len()];
+            for &k in &shell.indices {
+                let mut g = GradientTable {
+                    bvecs: keep.iter().map(|&j| table.bvecs[j]).collect(),
+                    bvals: keep.iter().map(|&j| table.bvals[j]).collect(),
                 };
+                g.bvecs.push(table.bvecs[k]);
+                g.bvals.push(table.bvals[k]);
+                let kind_here = if kind == ModelKind::Dki && shells(&g, 50.0).len() < 3 {
+                    ModelKind::Dti
+                } else {
+                    kind
+                };
+                let e = Model::new(kind_here)
+                    .fit_method(FitMethod::Wls)
+                    .s0_sample(true)
+                    .leave_one_out(&sub, &g, &fit_mask)
+                    .unwrap();
+                let p = e.predict(h).unwrap();
+                for (a, &v) in acc.iter_mut().zip(&p.data) {
+                    *a += if v.is_finite() {
+                        v.clamp(0.0, 1e5) as f64
+                    } else {
+                        0.0
+                    };
+                }
             }
-        }
-        let pred = Volume::new(
-            s.grid.clone(),
-            acc.iter()
-                .map(|a| (a / shell.indices.len() as f64) as f32)
-                .collect(),
-        );
-        let model = register(&pred, &means[i], Some(&mask), &id, &reg)
-            .unwrap()
-            .matrix;
+            let pred = Volume::new(
+                s.grid.clone(),
+                acc.iter()
+                    .map(|a| (a / shell.indices.len() as f64) as f32)
+                    .collect(),
+            );
+            register(&pred, &means[i], Some(&mask), &id, &reg)
+                .unwrap()
+                .matrix
+        });
         // The same links with the coil shading (estimated from the b=0 and shell means) divided out.
         let channels: Vec<&Volume> = std::iter::once(&reference).chain(means.iter()).collect();
         let shade = nifreeze::estimate::shading::estimate(&channels, &mask).unwrap();
@@ -206,6 +267,19 @@ fn run(dir: &Path, kind: ModelKind) {
         )
         .unwrap()
         .matrix;
+        // the mean of the forward and the inverted link (first order: the mask sits on the
+        // fixed image, so a bias it causes changes side with the roles)
+        let symmetric = (mi_sh + mi_inv_sh) / 2.0;
+        let dilated = |d: usize| {
+            let cfg = RegistrationConfig {
+                mask_dilation: d,
+                ..RegistrationConfig::mutual_information()
+            };
+            register(&flat(&reference), &flat(&means[i]), Some(&mask), &id, &cfg)
+                .unwrap()
+                .matrix
+        };
+        let (dil1, dil2, dil8) = (dilated(1), dilated(2), dilated(8));
         let mi_prev_sh = (i > 0).then(|| {
             register(
                 &flat(&means[i - 1]),
@@ -231,18 +305,22 @@ fn run(dir: &Path, kind: ModelKind) {
             .unwrap_or("-".into())
         };
         println!(
-            "{} shell b={:.0}: mi-b0 {}, mi-b0 brain-only {}, ls-prev {}, mi-prev {}, model {}; shading removed: mi-b0 {}, mi-b0 inverted {}, mi-b0 brain-only {}, mi-prev {}",
+            "{} shell b={:.0}: mi-b0 {}, mi-b0 brain-only {}, ls-prev {}, mi-prev {}, model {}; shading removed: mi-b0 {}, mi-b0 inverted {}, mi-b0 brain-only {}, mi-prev {}; symmetric {}, dilation 1 {}, 2 {}, 8 {}",
             dir.display(),
             shell.bvalue,
             fmt(Some(mi)),
             fmt(Some(mi0)),
             fmt(prev),
             fmt(mi_prev),
-            fmt(Some(model)),
+            fmt(model),
             fmt(Some(mi_sh)),
             fmt(Some(mi_inv_sh)),
             fmt(Some(brain_sh)),
-            fmt(mi_prev_sh)
+            fmt(mi_prev_sh),
+            fmt(Some(symmetric)),
+            fmt(Some(dil1)),
+            fmt(Some(dil2)),
+            fmt(Some(dil8))
         );
     }
 }

@@ -4,8 +4,9 @@
 //! motion): [`nifreeze::estimate::shading::estimate`] recovers the field, and
 //! [`nifreeze::estimate::shell_links`] links shells realigned with the true motion to the same
 //! place whether the scanner has a shading or not (the same phantom simulated both ways).
-//! Mutual information between contrasts keeps a bias of its own (0.1–0.2 mm at 4 mm voxels,
-//! mostly along the head's long axis), shading or not: that is not what this checks.
+//! Mutual information between contrasts keeps a bias of its own (0.1–0.2 mm at 4 mm voxels
+//! with one mask, mostly along the head's long axis, in a direction the mask decides),
+//! shading or not; `shell_links` halves it by averaging two masks (checked below too).
 
 use nalgebra::Matrix4;
 use nifreeze::estimate::shading;
@@ -164,9 +165,12 @@ fn scanner_fixed_shading_does_not_bias_the_shell_link() {
         worst = worst.max(error(&with[i], &shaded.mask));
         worst_plain = worst_plain.max(error(&plain_with[i], &shaded.mask));
     }
-    // Measured (4 mm, seed 11): worst shell 0.192 mm with the shading divided out, 0.315 mm
-    // by MI of the means as they are (b=2000; the phantom without shading: 0.16 / 0.18 mm).
-    assert!(worst < 0.25, "worst shell link {worst} mm");
+    // Measured (4 mm, seed 11): worst shell (b=2000) 0.085 mm with the shading divided out and
+    // the two masks of `shell_links` (0.192 mm with the dilated mask alone, before 2026-12-03
+    // third session; b=1000 0.065 against 0.126), 0.315 mm by MI of the means as they are (the
+    // phantom without shading: b=1000 / b=2000 0.079 / 0.126 mm with both, 0.102 / 0.179 by MI
+    // as it is).
+    assert!(worst < 0.12, "worst shell link {worst} mm");
     assert!(
         worst < 0.75 * worst_plain,
         "dividing the shading out: {worst} mm, as it is: {worst_plain} mm"

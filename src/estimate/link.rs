@@ -17,7 +17,7 @@ use nalgebra::Matrix4;
 /// is composed into the shell's transforms.
 ///
 /// Measured with the true motion (`benches/link.rs`, 2026-12-03), error of the b=1000 / b=2000
-/// link straight to the b=0 mean (mm), MI of the means as they are → with the shading divided
+/// link straight to the b=0 mean (mm, dilated mask only: before the two masks below), MI of the means as they are → with the shading divided
 /// out: simulated seed 11 (a ±12 % shading fixed in the scanner) 0.079 / 0.187 → 0.055 /
 /// 0.100 (the old chain b=2000 → b=1000 added 0.092 to the b=1000 error); seed 12 0.079 /
 /// 0.230 → 0.050 / 0.087; shared bench 0.018 / 0.060 → 0.010 / 0.024 (chain: +0.015);
@@ -78,9 +78,24 @@ pub fn link_shells(run: &Run, data: &mut Dataset, reference: &Volume) -> Result<
 }
 
 /// The link of each shell: the correction (reference → shell mean) that registers the shell's
-/// realigned mean to the b=0 reference by mutual information inside the brain `mask`, after
-/// dividing the coil shading out of all of them ([`shading`]: fixed in the scanner, so about
-/// the same in every realigned mean; estimated from the reference and the means together).
+/// realigned mean to the b=0 reference by mutual information, after dividing the coil shading
+/// out of all of them ([`shading`]: fixed in the scanner, so about the same in every realigned
+/// mean; estimated from the reference and the means together). Each shell is registered twice,
+/// inside the brain `mask` dilated as [`RegistrationConfig::mutual_information`] does and
+/// inside the brain mask alone, and the link is the rigid transform halfway between the two
+/// ([`mean_rigid`]).
+///
+/// Why two masks: mutual information between contrasts keeps a bias even with the shading
+/// gone, and where the mask's edge lies decides its direction. Measured with the true motion
+/// (`benches/link.rs`, LINK_ERODE, 2026-12-03, shift of the brain centroid along z of the
+/// b=1000 / b=2000 link, mm): simulated seeds 11, 12, 13 with the dilated mask −0.051 / −0.085,
+/// −0.041 / −0.061, −0.042 / −0.077; with the brain mask +0.076 / +0.071, +0.034 / +0.032,
+/// +0.025 / −0.004 (eroded masks +0.02 to +0.12: the bias is not the outer edge alone); the
+/// shared phantoms' links are small either way. Whole runs, median / worst (mm; `estimate -j 2
+/// --mask --no-resample`): own seeds 11–13 with dropouts and drift, DTI, 0.0416 / 0.0799 →
+/// 0.0381 / 0.0760, 0.0378 / 0.0926 → 0.0373 / 0.0775, 0.0494 / 0.1097 → 0.0501 / 0.1085;
+/// own `--ec 1` seed 21 with `--transform eddy` 0.0653 / 0.0938 → 0.0553 / 0.0832; shared bench
+/// DTI 0.0231 / 0.0598 → 0.0210 / 0.0640. benches/README.md, "The shell link: two masks".
 pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<Vec<Matrix4<f64>>> {
     let channels: Vec<&Volume> = std::iter::once(reference).chain(means).collect();
     let flat = shading::estimate(&channels, mask);
@@ -90,9 +105,80 @@ pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<
     };
     let reference = flatten(reference);
     let id = Matrix4::identity();
-    let mi = RegistrationConfig::mutual_information();
+    let dilated = RegistrationConfig::mutual_information();
+    let brain = RegistrationConfig {
+        mask_dilation: 0,
+        ..dilated.clone()
+    };
     means
         .iter()
-        .map(|m| Ok(register(&reference, &flatten(m), Some(mask), &id, &mi)?.matrix))
+        .map(|m| {
+            let m = flatten(m);
+            let a = register(&reference, &m, Some(mask), &id, &dilated)?.matrix;
+            let b = register(&reference, &m, Some(mask), &id, &brain)?.matrix;
+            Ok(mean_rigid(&a, &b))
+        })
         .collect()
+}
+
+/// The rigid transform halfway between two nearby rigid transforms: the mean of the two
+/// matrices, its linear part projected back onto the nearest rotation (SVD, U Vᵀ).
+pub fn mean_rigid(a: &Matrix4<f64>, b: &Matrix4<f64>) -> Matrix4<f64> {
+    let m = (a + b) / 2.0;
+    let svd = m.fixed_view::<3, 3>(0, 0).into_owned().svd(true, true);
+    let (u, vt) = (svd.u.expect("u requested"), svd.v_t.expect("v_t requested"));
+    let mut out = m;
+    out.fixed_view_mut::<3, 3>(0, 0).copy_from(&(u * vt));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::{Rotation3, Vector3};
+
+    fn rigid(axis: Vector3<f64>, deg: f64, t: Vector3<f64>) -> Matrix4<f64> {
+        let mut m =
+            Rotation3::from_axis_angle(&nalgebra::Unit::new_normalize(axis), deg.to_radians())
+                .to_homogeneous();
+        m.fixed_view_mut::<3, 1>(0, 3).copy_from(&t);
+        m
+    }
+
+    #[test]
+    fn mean_rigid_is_halfway_and_rigid() {
+        // about one axis the halfway rotation is the half angle, whatever the translations
+        let z = Vector3::z();
+        let a = rigid(z, 0.2, Vector3::new(0.1, -0.05, 0.02));
+        let b = rigid(z, -0.1, Vector3::new(-0.03, 0.07, 0.06));
+        let m = mean_rigid(&a, &b);
+        let want = rigid(z, 0.05, Vector3::new(0.035, 0.01, 0.04));
+        assert!((m - want).abs().max() < 1e-12, "{m} vs {want}");
+        // two different axes: still a rotation (orthonormal, det 1), symmetric in its inputs
+        let c = rigid(
+            Vector3::new(1.0, 2.0, 0.5),
+            0.3,
+            Vector3::new(0.2, 0.0, -0.1),
+        );
+        let m = mean_rigid(&a, &c);
+        let r = m.fixed_view::<3, 3>(0, 0).into_owned();
+        assert!(
+            (r.transpose() * r - nalgebra::Matrix3::identity())
+                .abs()
+                .max()
+                < 1e-12
+        );
+        assert!((r.determinant() - 1.0).abs() < 1e-12);
+        assert!((m - mean_rigid(&c, &a)).abs().max() < 1e-15);
+        // halfway between a rotation and its inverse: no rotation (exactly), and the
+        // translations cancel to first order: (t - Rᵀt) / 2 is about |θ| |t| / 2 = 0.0006 mm
+        let mid = mean_rigid(&c, &c.try_inverse().unwrap());
+        let r = mid.fixed_view::<3, 3>(0, 0).into_owned();
+        assert!(
+            (r - nalgebra::Matrix3::identity()).abs().max() < 1e-12,
+            "{mid}"
+        );
+        let t = mid.fixed_view::<3, 1>(0, 3).norm();
+        assert!(t < 1e-3 && t > 1e-4, "{t}");
+    }
 }

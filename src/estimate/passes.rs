@@ -24,17 +24,31 @@ use rayon::prelude::*;
 /// accuracy and takes a third off a DTI run.
 const BOOTSTRAP_MI_SAMPLING: f64 = 0.5;
 
-/// The bootstrap's mutual information (every diffusion-weighted volume to the b=0 reference):
-/// the model passes refine its answer with same-contrast targets, so it needs to be robust
-/// rather than precise. Measured against `RegistrationConfig::mutual_information()` with
-/// [`BOOTSTRAP_MI_SAMPLING`] (`estimate --model dti -j 2`, final median / worst error, CPU
-/// seconds of the whole run on a machine shared by three agents): the middle level (σ = 1
-/// voxel) sampled every second voxel instead of every voxel, and levels stopped when a step
-/// moves the brain less than 0.01 mm instead of 0.001 mm: bench 0.0244 / 0.0439 →
-/// 0.0244 / 0.0440 mm, 56.8 → 45.0 s (bootstrap 33 → 19 s wall); bench_artefacts
-/// (`--transform eddy`) 0.0913 / 0.2040 → 0.0910 / 0.2041 mm, 113 → 97 s. Each change alone
-/// on bench: the level 48.7 s, the tolerance 53.1 s, same accuracy. Sampling 0.3 instead of
-/// 0.5 on top lost accuracy (bench 0.0264 / 0.0450 mm).
+/// The bootstrap's mutual information (every diffusion-weighted volume to the b=0 reference).
+///
+/// It must be *precise*, not only robust: the model passes cannot undo an error that varies
+/// smoothly with the gradient direction, because each volume's prediction is built from
+/// neighbours in direction space that carry the same error. Stopped after its half-resolution
+/// levels (σ = 2 and 1 voxel), the bootstrap left the bench at 0.067 / 0.114 mm after one DTI
+/// pass, 0.057 / 0.092 after two and 0.078 / 0.132 with DKI (two passes), against
+/// 0.021 / 0.048 with the full-resolution level (shared machine, 2026-12-03). So the
+/// full-resolution level stays, and that level is where the time goes.
+///
+/// Levels: half resolution σ = 2 voxels (the capture range), then full resolution σ = 0. The
+/// middle level (half resolution, σ = 1) was dropped: `estimate -j 2`, final median / worst
+/// error before → after, bootstrap CPU seconds (shared machine, load 7–11): bench dti
+/// 0.0209 / 0.0478 → 0.0210 / 0.0478 mm, 13.3–14.9 → 9.1 s; bench dki 0.0222 / 0.0555 →
+/// 0.0222 / 0.0557, 16.8 → 12.0 s; 6°/6 mm simulated (`large_motion`) dti 0.0469 / 0.0883 →
+/// 0.0471 / 0.0871, 20.8 → 14.6 s; own `simulate --seed 11 --dropout 0.1 --drift 5` dti
+/// 0.0424 / 0.0907 → 0.0425 / 0.0905; bench_artefacts `--transform eddy` dti 0.0504 / 0.1639
+/// → 0.0502 / 0.1644. Dropping the coarsest level instead kept the accuracy but saved less
+/// (bench dti 12.9 s). Stopping at 0.03 or 0.05 mm instead of 0.01 mm saved nothing
+/// measurable. Sampling a quarter of the voxels instead of half at every level: 10.2 s but
+/// 0.0229 / 0.0504 mm (an eighth: 8.5 s, 0.0278 / 0.0599).
+///
+/// Earlier (`RegistrationConfig::mutual_information()` → these settings with three levels):
+/// the middle level sampled every second voxel and the 0.01 mm tolerance took a bench DTI
+/// run from 56.8 to 45.0 CPU s at the same accuracy.
 fn bootstrap_registration() -> RegistrationConfig {
     let level = |shrink, sigma| crate::registration::Level {
         shrink,
@@ -42,7 +56,7 @@ fn bootstrap_registration() -> RegistrationConfig {
         cubic: true,
     };
     RegistrationConfig {
-        levels: vec![level(2, 2.0), level(2, 1.0), level(1, 0.0)],
+        levels: vec![level(2, 2.0), level(1, 0.0)],
         tol_mm: 0.01,
         sampling: BOOTSTRAP_MI_SAMPLING,
         ..RegistrationConfig::mutual_information()
