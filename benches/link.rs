@@ -109,17 +109,20 @@ fn run(dir: &Path, kind: ModelKind) {
         let flat = |v: &Volume| shade.correct_volume(v);
         for (i, shell) in sh.iter().enumerate() {
             // what `estimate` uses: the mean of the links with the dilated and the brain mask
+            let report = |what: &str, l: &Matrix4<f64>| {
+                let dd = shift(l, &mask);
+                println!(
+                    "{} shell b={:.0}: {what} {:.4} mm ({:+.3} {:+.3} {:+.3})",
+                    dir.display(),
+                    shell.bvalue,
+                    mean_error(l, &mask),
+                    dd.x,
+                    dd.y,
+                    dd.z
+                );
+            };
             let l = shell_links(&reference, &means[i..=i], &mask).unwrap()[0];
-            let dd = shift(&l, &mask);
-            println!(
-                "{} shell b={:.0}: estimate's link {:.4} mm ({:+.3} {:+.3} {:+.3})",
-                dir.display(),
-                shell.bvalue,
-                mean_error(&l, &mask),
-                dd.x,
-                dd.y,
-                dd.z
-            );
+            report("estimate's link", &l);
             for e in list
                 .split(',')
                 .filter(|e| !e.is_empty())
@@ -139,16 +142,7 @@ fn run(dir: &Path, kind: ModelKind) {
                 let l = register(&flat(&reference), &flat(&means[i]), Some(&m), &id, &cfg)
                     .unwrap()
                     .matrix;
-                let dd = shift(&l, &mask);
-                println!(
-                    "{} shell b={:.0}: mask {e}: {:.4} mm ({:+.3} {:+.3} {:+.3})",
-                    dir.display(),
-                    shell.bvalue,
-                    mean_error(&l, &mask),
-                    dd.x,
-                    dd.y,
-                    dd.z
-                );
+                report(&format!("mask {e}:"), &l);
             }
         }
         return;

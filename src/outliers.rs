@@ -83,6 +83,24 @@ pub struct SliceSums {
     pub voxels: Vec<usize>,
 }
 
+impl SliceSums {
+    fn zeros(slices: usize) -> SliceSums {
+        SliceSums {
+            observed: vec![0.0; slices],
+            predicted: vec![0.0; slices],
+            voxels: vec![0; slices],
+        }
+    }
+
+    /// One voxel of slice `sl`.
+    #[inline]
+    fn add(&mut self, sl: usize, observed: f32, predicted: f32) {
+        self.observed[sl] += observed as f64;
+        self.predicted[sl] += predicted as f64;
+        self.voxels[sl] += 1;
+    }
+}
+
 /// Slice sums of `observed` and `predicted` over `mask` (all on one grid of `dims`, x fastest).
 pub fn slice_sums(
     observed: &[f32],
@@ -91,21 +109,13 @@ pub fn slice_sums(
     dims: [usize; 3],
     axis: usize,
 ) -> SliceSums {
-    let n = dims[axis];
-    let mut s = SliceSums {
-        observed: vec![0.0; n],
-        predicted: vec![0.0; n],
-        voxels: vec![0; n],
-    };
+    let mut s = SliceSums::zeros(dims[axis]);
     let mut idx = 0;
     for k in 0..dims[2] {
         for j in 0..dims[1] {
             for i in 0..dims[0] {
                 if mask[idx] {
-                    let sl = [i, j, k][axis];
-                    s.observed[sl] += observed[idx] as f64;
-                    s.predicted[sl] += predicted[idx] as f64;
-                    s.voxels[sl] += 1;
+                    s.add([i, j, k][axis], observed[idx], predicted[idx]);
                 }
                 idx += 1;
             }
@@ -123,21 +133,14 @@ pub fn slice_sums_at(
     dims: [usize; 3],
     axis: usize,
 ) -> SliceSums {
-    let n = dims[axis];
-    let mut s = SliceSums {
-        observed: vec![0.0; n],
-        predicted: vec![0.0; n],
-        voxels: vec![0; n],
-    };
+    let mut s = SliceSums::zeros(dims[axis]);
     for ((&l, &o), &p) in at.iter().zip(observed).zip(predicted) {
         let sl = [
             l % dims[0],
             (l / dims[0]) % dims[1],
             l / (dims[0] * dims[1]),
         ][axis];
-        s.observed[sl] += o as f64;
-        s.predicted[sl] += p as f64;
-        s.voxels[sl] += 1;
+        s.add(sl, o, p);
     }
     s
 }
