@@ -308,7 +308,7 @@ fn max_memory_below_the_estimate_is_refused_up_front() {
     };
     let (code, _, err) = run("20M");
     assert_eq!(code, 1, "{err}");
-    // the sample is 12 MB as float32: its estimate is well above 20 MiB (about 125 MB)
+    // the sample is 12 MB as float32: its estimate is well above 20 MiB (about 120 MB)
     one_error_line(&err, &["not enough memory", "--max-memory allows 21 MB"]);
     assert!(!out.join("motion.tsv").exists());
     let (code, _, err) = run("lots");

@@ -64,14 +64,14 @@ pub fn load_dwi_header(path: &Path, args: &GradientArgs) -> Result<DwiHeader> {
 }
 
 /// Read a 4-D DWI series and its gradients, and clean and check its voxel data
-/// ([`data_check`]); warnings go to stderr and into [`DwiInput::warnings`]. `copies` is how
-/// many float32 copies of the series the command holds at once (its peak, measured), `threads`
+/// ([`data_check`]); warnings go to stderr and into [`DwiInput::warnings`]. `plan` is what
+/// the command holds at once (its peak, measured: [`resources::MemoryPlan`]), `threads`
 /// its workers, `cap` a memory limit the user set (`--max-memory`): a run that cannot fit is
 /// refused before the data are read.
 pub fn load_dwi(
     path: &Path,
     args: &GradientArgs,
-    copies: f64,
+    plan: resources::MemoryPlan,
     threads: usize,
     cap: Option<u64>,
 ) -> Result<DwiInput> {
@@ -81,7 +81,8 @@ pub fn load_dwi(
     resources::check_memory(
         &format!("reading and processing {}", path.display()),
         nifti::series_f32_bytes(&header.meta),
-        copies,
+        header.n_volumes,
+        plan,
         threads,
         cap,
     )?;

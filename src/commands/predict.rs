@@ -78,7 +78,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let dwi = load_dwi(
         &args.dwi,
         &args.gradients,
-        2.0,
+        // not measured per thread: the series-copy plan it always had
+        super::resources::MemoryPlan {
+            series_copies: 2.0,
+            volumes_per_thread: 0.0,
+        },
         pool.current_num_threads(),
         None,
     )?;

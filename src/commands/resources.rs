@@ -96,16 +96,31 @@ fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }
 
-/// Peak memory of `estimate` in float32 copies of the series (on top of [`WORKING_BYTES`]):
-/// the series itself, plus the model's working set at the voxels it fits (the realigned
-/// snapshot, its log-signals in f64 and the predictions; the fitted voxels, a dilated brain
-/// mask, are about a third of the grid). Measured (benches/stages.sh, peak resident, -j 2):
-/// the bench phantom (118 MB as float32) peaks at 304 MB, a UK Biobank-size series (367 MB)
-/// at 876 MB, i.e. 1.7 and 2.1 copies + 100 MB; 2.2 leaves a margin.
-pub const ESTIMATE_SERIES_COPIES: f64 = 2.2;
+/// What a command keeps in memory at its peak, on top of [`WORKING_BYTES`]: float32 copies of
+/// the whole series, plus float32 volumes of the series' grid per worker thread (each worker
+/// registers, smooths and resamples whole volumes, and the allocator keeps an arena per thread).
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryPlan {
+    pub series_copies: f64,
+    pub volumes_per_thread: f64,
+}
+
+/// `estimate`'s plan. Measured peaks (resident, benches/stages.sh and /usr/bin/time, dki, all
+/// outputs, 2026-12-03; HCP on 5fea739, the others on 6d00254), in MB: the bench phantom (118 MB as float32, int16
+/// on disk) 217 at `-j 2`; a UK Biobank-size series (367 MB; 3.5 MB per volume) 587 at `-j 2`
+/// and 954 at `-j 8`; an HCP-size series (4133 MB; 14.3 MB per volume) 5481 at `-j 2`. The
+/// two UKB runs give 17.5 volumes per added thread; the rest is 0.5 (bench), 1.0 (UKB) and
+/// 1.2 (HCP) copies of the series. The plan adds a margin to both: 1.4 copies and 20 volumes
+/// per thread (HCP at `-j 2`: 6460 MB planned for 5481; UKB at `-j 8`: 1174 for 954). The
+/// earlier flat 2.2 copies planned 907 MB for UKB at `-j 8` (less than it took) and 9193 MB
+/// for HCP at `-j 2`.
+pub const ESTIMATE_MEMORY: MemoryPlan = MemoryPlan {
+    series_copies: 1.4,
+    volumes_per_thread: 20.0,
+};
 
 /// Refuse a run that cannot fit in memory before it starts, instead of an abort half-way.
-/// `series_bytes` is one float32 copy of the series and `copies` how many the command keeps
+/// `series_bytes` is one float32 copy of the series of `n_volumes` volumes and `plan` what the command keeps
 /// at once, `threads` its workers. Checked against `cap` (`--max-memory`) when given, else
 /// the system's available memory, and against the address-space limit (`ulimit -v`). Exit
 /// code 1: the input is fine, the machine (or its limits) is too small. The estimate is
@@ -114,14 +129,20 @@ pub const ESTIMATE_SERIES_COPIES: f64 = 2.2;
 pub fn check_memory(
     what: &str,
     series_bytes: u64,
-    copies: f64,
+    n_volumes: usize,
+    plan: MemoryPlan,
     threads: usize,
     cap: Option<u64>,
 ) -> Result<()> {
-    let resident = ((series_bytes as f64 * copies) as u64).saturating_add(WORKING_BYTES);
+    let volume_bytes = series_bytes / n_volumes.max(1) as u64;
+    let per_threads = volume_bytes as f64 * plan.volumes_per_thread * threads as f64;
+    let resident = ((series_bytes as f64 * plan.series_copies + per_threads) as u64)
+        .saturating_add(WORKING_BYTES);
     let explain = format!(
-        "{copies} × the {} series as float32 + {} working memory",
+        "{} × the {} series as float32 + {} per thread for {threads} threads + {} working memory",
+        plan.series_copies,
         mb(series_bytes),
+        mb((volume_bytes as f64 * plan.volumes_per_thread) as u64),
         mb(WORKING_BYTES)
     );
     if let Some(cap) = cap {

@@ -37,7 +37,7 @@ pub fn run(args: &EstimateArgs) -> Result<()> {
     let dwi = load_dwi(
         &args.dwi,
         &args.gradients,
-        super::resources::ESTIMATE_SERIES_COPIES,
+        super::resources::ESTIMATE_MEMORY,
         pool.current_num_threads(),
         args.max_memory,
     )?;
