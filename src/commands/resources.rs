@@ -135,14 +135,15 @@ pub fn check_memory(
     cap: Option<u64>,
 ) -> Result<()> {
     let volume_bytes = series_bytes / n_volumes.max(1) as u64;
-    let per_threads = volume_bytes as f64 * plan.volumes_per_thread * threads as f64;
-    let resident = ((series_bytes as f64 * plan.series_copies + per_threads) as u64)
+    let per_thread = volume_bytes as f64 * plan.volumes_per_thread;
+    let resident = ((series_bytes as f64 * plan.series_copies + per_thread * threads as f64)
+        as u64)
         .saturating_add(WORKING_BYTES);
     let explain = format!(
         "{} × the {} series as float32 + {} per thread for {threads} threads + {} working memory",
         plan.series_copies,
         mb(series_bytes),
-        mb((volume_bytes as f64 * plan.volumes_per_thread) as u64),
+        mb(per_thread as u64),
         mb(WORKING_BYTES)
     );
     if let Some(cap) = cap {

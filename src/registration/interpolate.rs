@@ -456,9 +456,10 @@ fn tap_indices(x: f64, n: usize) -> ([usize; 4], f64) {
     (idx, t)
 }
 
-/// Cubic B-spline weights of the taps `i-1..=i+2` at `x = i + t`.
+/// Cubic B-spline weights of the taps `i-1..=i+2` at `x = i + t`. Also the Parzen window of
+/// the Mattes mutual information (over histogram bins instead of voxels).
 #[inline]
-fn weights(t: f64) -> [f64; 4] {
+pub(crate) fn weights(t: f64) -> [f64; 4] {
     const SIXTH: f64 = 1.0 / 6.0;
     let t2 = t * t;
     let t3 = t2 * t;
@@ -473,7 +474,7 @@ fn weights(t: f64) -> [f64; 4] {
 
 /// Derivatives of [`weights`] with respect to `x`.
 #[inline]
-fn derivatives(t: f64) -> [f64; 4] {
+pub(crate) fn derivatives(t: f64) -> [f64; 4] {
     let u = 1.0 - t;
     [
         -0.5 * u * u,

@@ -21,7 +21,7 @@
 
 use super::Metric;
 use crate::image::Grid;
-use crate::registration::interpolate::BSpline;
+use crate::registration::interpolate::{derivatives, weights, BSpline};
 use crate::registration::pyramid::hash3;
 use crate::registration::transform::{Increment, TransformKind};
 use crate::{Error, Result};
@@ -94,38 +94,11 @@ fn window_at(eta: f64) -> (usize, f64) {
     (i - 1, eta - i as f64)
 }
 
-/// Cubic B-spline window weights of bins `i-1..=i+2` at `η = i + t`.
-#[inline]
-fn window_weights(t: f64) -> [f64; 4] {
-    const SIXTH: f64 = 1.0 / 6.0;
-    let t2 = t * t;
-    let t3 = t2 * t;
-    let u = 1.0 - t;
-    [
-        u * u * u * SIXTH,
-        (3.0 * t3 - 6.0 * t2 + 4.0) * SIXTH,
-        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) * SIXTH,
-        t3 * SIXTH,
-    ]
-}
-
-/// Derivatives of [`window_weights`] with respect to `η`.
-#[inline]
-fn window_derivatives(t: f64) -> [f64; 4] {
-    let u = 1.0 - t;
-    [
-        -0.5 * u * u,
-        (3.0 * t * t - 4.0 * t) * 0.5,
-        (-3.0 * t * t + 2.0 * t + 1.0) * 0.5,
-        0.5 * t * t,
-    ]
-}
-
 /// Cubic B-spline window at `η`: first bin, weights and their derivatives.
 #[cfg(test)]
 fn window(eta: f64) -> (usize, [f64; 4], [f64; 4]) {
     let (i, t) = window_at(eta);
-    (i, window_weights(t), window_derivatives(t))
+    (i, weights(t), derivatives(t))
 }
 
 /// Linear map of intensities onto continuous bins `[PAD, bins-1-PAD]`.
@@ -237,7 +210,7 @@ impl MiFixed {
             .iter()
             .map(|&v| {
                 let (i, t) = window_at(fmap.map(v).0);
-                (i as u32, window_weights(t))
+                (i as u32, weights(t))
             })
             .unzip();
         MiFixed { pos, fbin, fw }
@@ -361,7 +334,7 @@ impl<'a> MutualInformation<'a> {
                     let (val, gv) = self.moving.value_gradient(y);
                     let (mb, clamped) = mmap.map(val);
                     let (mi, t) = window_at(mb);
-                    let mw = window_weights(t);
+                    let mw = weights(t);
                     let fi = fi as usize;
                     for (a, &wa) in fw.iter().enumerate() {
                         let row = &mut h[(fi + a) * b + mi..(fi + a) * b + mi + 4];
@@ -375,7 +348,7 @@ impl<'a> MutualInformation<'a> {
                     } else {
                         ds.push(SampleDeriv {
                             mbin: mi as u32,
-                            md: window_derivatives(t),
+                            md: derivatives(t),
                             g: [gw.x, gw.y, gw.z],
                         });
                     }
