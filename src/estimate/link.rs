@@ -6,6 +6,7 @@ use crate::image::{Mask, Volume};
 use crate::registration::{register, RegistrationConfig};
 use crate::Result;
 use nalgebra::Matrix4;
+use rayon::prelude::*;
 
 /// Tie the diffusion-weighted shells to the b=0 reference frame (FSL eddy's "post-eddy
 /// alignment of shells"). Volumes registered to model predictions agree with each other far
@@ -110,13 +111,17 @@ pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<
         mask_dilation: 0,
         ..dilated.clone()
     };
+    // The registrations are independent and each is bit-identical for any thread count: they
+    // run side by side, so the cores stay busy through the coarse levels' short sums.
     means
-        .iter()
+        .par_iter()
         .map(|m| {
             let m = flatten(m);
-            let a = register(&reference, &m, Some(mask), &id, &dilated)?.matrix;
-            let b = register(&reference, &m, Some(mask), &id, &brain)?.matrix;
-            Ok(mean_rigid(&a, &b))
+            let (a, b) = rayon::join(
+                || register(&reference, &m, Some(mask), &id, &dilated),
+                || register(&reference, &m, Some(mask), &id, &brain),
+            );
+            Ok(mean_rigid(&a?.matrix, &b?.matrix))
         })
         .collect()
 }
