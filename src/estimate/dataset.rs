@@ -300,11 +300,12 @@ pub(crate) fn resample_at(
     out.par_chunks_mut(4096)
         .zip(voxels.par_chunks(4096))
         .for_each(|(o, ls)| {
-            for (o, &l) in o.iter_mut().zip(ls) {
-                let [i, j, k] = grid.ijk(l);
+            let point = |n: usize| {
+                let [i, j, k] = grid.ijk(ls[n]);
                 let p = v * nalgebra::Vector4::new(i as f64, j as f64, k as f64, 1.0);
-                *o = spline.value([p.x, p.y, p.z]) as f32;
-            }
+                [p.x, p.y, p.z]
+            };
+            spline.values_with(ls.len(), point, |n, val| o[n] = val as f32);
         });
     out
 }

@@ -3,9 +3,10 @@
 use super::dataset::{realign_subset, Dataset};
 use super::{shading, Progress, Run};
 use crate::image::{Mask, Volume};
-use crate::registration::{register, RegistrationConfig};
+use crate::registration::{prepare, RegistrationConfig};
 use crate::Result;
 use nalgebra::Matrix4;
+use rayon::prelude::*;
 
 /// Tie the diffusion-weighted shells to the b=0 reference frame (FSL eddy's "post-eddy
 /// alignment of shells"). Volumes registered to model predictions agree with each other far
@@ -110,13 +111,21 @@ pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<
         mask_dilation: 0,
         ..dilated.clone()
     };
+    // The reference's side of each mask's registration is prepared once for every shell (the
+    // same bits as `register`). The registrations are independent and each is bit-identical
+    // for any thread count: they run side by side, so the cores stay busy through the coarse
+    // levels' short sums.
+    let (dilated, brain) = rayon::join(
+        || prepare(&reference, Some(mask), &dilated),
+        || prepare(&reference, Some(mask), &brain),
+    );
+    let (dilated, brain) = (dilated?, brain?);
     means
-        .iter()
+        .par_iter()
         .map(|m| {
             let m = flatten(m);
-            let a = register(&reference, &m, Some(mask), &id, &dilated)?.matrix;
-            let b = register(&reference, &m, Some(mask), &id, &brain)?.matrix;
-            Ok(mean_rigid(&a, &b))
+            let (a, b) = rayon::join(|| dilated.register(&m, &id), || brain.register(&m, &id));
+            Ok(mean_rigid(&a?.matrix, &b?.matrix))
         })
         .collect()
 }

@@ -18,6 +18,13 @@ pub struct BSpline {
     /// The AVX2 build of the tap sums can run here (the same operations in the same order as
     /// the portable one: the same bits on every CPU).
     avx2: bool,
+    /// For the AVX2 interior path: the upper edges `n - 0.5` of the domain (x, y, z, and 0
+    /// for the unused lane), the largest interior tap index `n - 3` (taps `i-1..=i+2` all
+    /// inside the image without mirroring), and the offsets `k·plane + j·nx` of the 16 rows
+    /// of taps (`[k][j]`) from the first one.
+    hi: [f64; 4],
+    last: [i32; 4],
+    rel: [[usize; 4]; 4],
 }
 
 /// Pole of the cubic B-spline prefilter.
@@ -61,10 +68,25 @@ impl BSpline {
         if nz > 1 {
             prefilter_lanes(&mut coef, nz, nx * ny);
         }
+        let last = dims.map(|n| i32::try_from(n).map_or(i32::MIN, |n| n - 3));
+        let mut rel = [[0; 4]; 4];
+        for (k, r) in rel.iter_mut().enumerate() {
+            for (j, o) in r.iter_mut().enumerate() {
+                *o = k * plane + j * nx;
+            }
+        }
         BSpline {
             dims,
             coef,
             avx2: has_avx2(),
+            hi: [
+                dims[0] as f64 - 0.5,
+                dims[1] as f64 - 0.5,
+                dims[2] as f64 - 0.5,
+                0.0,
+            ],
+            last: [last[0], last[1], last[2], 0],
+            rel,
         }
     }
 
@@ -86,7 +108,7 @@ impl BSpline {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn value_avx2(&self, p: [f64; 3]) -> f64 {
-        self.value_body(p, true)
+        self.value_located(avx2::locate(self, p), p)
     }
 
     #[inline(always)]
@@ -116,6 +138,161 @@ impl BSpline {
             &wx,
             &smooth_sum(&rows, &wy, &wz, |o| row4(&self.coef[o..o + 4])),
         )
+    }
+
+    /// `sink(m, self.value(point(m)))` for `m` in `0..n`, in order: the same values as
+    /// [`value`](Self::value), with the AVX2 path inlined into one loop (no call and no
+    /// feature check per point, and consecutive points overlap in the CPU).
+    #[inline]
+    pub fn values_with(
+        &self,
+        n: usize,
+        point: impl Fn(usize) -> [f64; 3],
+        mut sink: impl FnMut(usize, f64),
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is set only where the CPU has AVX2.
+            return unsafe { self.values_with_avx2(n, point, sink) };
+        }
+        for m in 0..n {
+            sink(m, self.value_body(point(m), false));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn values_with_avx2(
+        &self,
+        n: usize,
+        point: impl Fn(usize) -> [f64; 3],
+        mut sink: impl FnMut(usize, f64),
+    ) {
+        const N: usize = 4;
+        let mut m = 0;
+        while m + N <= n {
+            let mut p = [[0.0; 3]; N];
+            let mut at = [avx2::Located::Outside; N];
+            for q in 0..N {
+                p[q] = point(m + q);
+                at[q] = avx2::locate(self, p[q]);
+            }
+            if let Some((base, t)) = avx2::all_interior(&at) {
+                for (q, v) in avx2::values_interior::<N>(self, base, t)
+                    .into_iter()
+                    .enumerate()
+                {
+                    sink(m + q, v);
+                }
+            } else {
+                for (q, (at, p)) in at.into_iter().zip(p).enumerate() {
+                    sink(m + q, self.value_located(at, p));
+                }
+            }
+            m += N;
+        }
+        for m in m..n {
+            let p = point(m);
+            sink(m, self.value_located(avx2::locate(self, p), p));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn value_located(&self, at: avx2::Located, p: [f64; 3]) -> f64 {
+        match at {
+            avx2::Located::Interior(base, t) => avx2::values_interior::<1>(self, [base], [t])[0],
+            avx2::Located::Outside => 0.0,
+            avx2::Located::Border => self.value_body(p, true),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn value_gradient_if_inside(
+        &self,
+        at: avx2::Located,
+        p: [f64; 3],
+    ) -> Option<(f64, [f64; 3])> {
+        match at {
+            avx2::Located::Outside => None,
+            _ => Some(self.value_gradient_located(at, p)),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn value_gradient_located(&self, at: avx2::Located, p: [f64; 3]) -> (f64, [f64; 3]) {
+        match at {
+            avx2::Located::Interior(base, t) => {
+                let [v, gx, gy, gz] = avx2::value_gradients_interior::<1>(self, [base], [t])[0];
+                (v, [gx, gy, gz])
+            }
+            avx2::Located::Outside => (0.0, [0.0; 3]),
+            avx2::Located::Border => self.value_gradient_body(p, true),
+        }
+    }
+
+    /// `sink(m, Some(self.value_gradient(point(m))))` for `m` in `0..n`, in order, or
+    /// `sink(m, None)` where `point(m)` is outside the image (as
+    /// [`values_with`](Self::values_with)).
+    #[inline]
+    pub fn value_gradients_with(
+        &self,
+        n: usize,
+        point: impl Fn(usize) -> [f64; 3],
+        mut sink: impl FnMut(usize, Option<(f64, [f64; 3])>),
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is set only where the CPU has AVX2.
+            return unsafe { self.value_gradients_with_avx2(n, point, sink) };
+        }
+        for m in 0..n {
+            let p = point(m);
+            sink(
+                m,
+                inside(p, self.dims).then(|| self.value_gradient_body(p, false)),
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn value_gradients_with_avx2(
+        &self,
+        n: usize,
+        point: impl Fn(usize) -> [f64; 3],
+        mut sink: impl FnMut(usize, Option<(f64, [f64; 3])>),
+    ) {
+        const N: usize = 2;
+        let mut m = 0;
+        while m + N <= n {
+            let mut p = [[0.0; 3]; N];
+            let mut at = [avx2::Located::Outside; N];
+            for q in 0..N {
+                p[q] = point(m + q);
+                at[q] = avx2::locate(self, p[q]);
+            }
+            if let Some((base, t)) = avx2::all_interior(&at) {
+                let vg = avx2::value_gradients_interior::<N>(self, base, t);
+                for (q, [v, gx, gy, gz]) in vg.into_iter().enumerate() {
+                    sink(m + q, Some((v, [gx, gy, gz])));
+                }
+            } else {
+                for (q, (at, p)) in at.into_iter().zip(p).enumerate() {
+                    sink(m + q, self.value_gradient_if_inside(at, p));
+                }
+            }
+            m += N;
+        }
+        for m in m..n {
+            let p = point(m);
+            sink(m, self.value_gradient_if_inside(avx2::locate(self, p), p));
+        }
     }
 
     /// Offsets in `coef` of the 16 rows `(iy[j], iz[k])` (`[k][j]`), plus `x0`.
@@ -179,7 +356,7 @@ impl BSpline {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn value_gradient_avx2(&self, p: [f64; 3]) -> (f64, [f64; 3]) {
-        self.value_gradient_body(p, true)
+        self.value_gradient_located(avx2::locate(self, p), p)
     }
 
     #[inline(always)]
@@ -342,6 +519,253 @@ mod avx2 {
             _mm256_mul_pd(wx, b),
             _mm256_mul_pd(wx, c),
         )
+    }
+
+    /// Where a point falls: outside the image (value 0), near a border (some taps mirrored:
+    /// the general path), or inside with all 64 taps in the image: the offset in `coef` of
+    /// its first tap and the fractional parts `t` (lanes x, y, z, unused).
+    #[derive(Clone, Copy)]
+    pub enum Located {
+        Outside,
+        Border,
+        Interior(usize, __m256d),
+    }
+
+    /// [`super::inside`] and [`super::tap_indices`] for the three axes at once (one lane
+    /// each): the same comparisons, the same truncation `(x + 1) as int - 1` and the same
+    /// `t = x - i`, so the same bits.
+    #[inline(always)]
+    pub unsafe fn locate(s: &super::BSpline, p: [f64; 3]) -> Located {
+        let x = _mm256_set_pd(0.0, p[2], p[1], p[0]);
+        let ge = _mm256_cmp_pd::<_CMP_GE_OQ>(x, _mm256_set1_pd(-0.5));
+        let le = _mm256_cmp_pd::<_CMP_LE_OQ>(x, _mm256_loadu_pd(s.hi.as_ptr()));
+        if _mm256_movemask_pd(_mm256_and_pd(ge, le)) != 0b1111 {
+            return Located::Outside;
+        }
+        // inside: x + 1 ≥ 0.5, so truncation is floor, and it fits an i32 (n does)
+        let i = _mm_sub_epi32(
+            _mm256_cvttpd_epi32(_mm256_add_pd(x, _mm256_set1_pd(1.0))),
+            _mm_set1_epi32(1),
+        );
+        // interior along an axis: 1 ≤ i ≤ n - 3 (the unused lane has i = 0 ≤ 0)
+        let last = _mm_loadu_si128(s.last.as_ptr().cast());
+        let low = _mm_cmpgt_epi32(_mm_set1_epi32(1), i);
+        let high = _mm_cmpgt_epi32(i, last);
+        if _mm_movemask_ps(_mm_castsi128_ps(_mm_or_si128(low, high))) & 0b0111 != 0 {
+            return Located::Border;
+        }
+        let t = _mm256_sub_pd(x, _mm256_cvtepi32_pd(i));
+        let [nx, ny, _] = s.dims;
+        let (ix, iy, iz) = (
+            _mm_extract_epi32::<0>(i) as usize,
+            _mm_extract_epi32::<1>(i) as usize,
+            _mm_extract_epi32::<2>(i) as usize,
+        );
+        Located::Interior((iz - 1) * nx * ny + (iy - 1) * nx + (ix - 1), t)
+    }
+
+    /// The first taps and fractional parts of `N` points when all are interior (AVX2 code
+    /// only).
+    #[inline(always)]
+    pub unsafe fn all_interior<const N: usize>(
+        at: &[Located; N],
+    ) -> Option<([usize; N], [__m256d; N])> {
+        let mut base = [0; N];
+        let mut t = [_mm256_setzero_pd(); N];
+        for (q, a) in at.iter().enumerate() {
+            match a {
+                Located::Interior(b, u) => (base[q], t[q]) = (*b, *u),
+                _ => return None,
+            }
+        }
+        Some((base, t))
+    }
+
+    /// [`super::weights`] of the three axes at once, by tap: `w[j]` holds tap `j`'s weight
+    /// along x, y, z (lanes). The same operations in the same order: the same bits.
+    #[inline(always)]
+    unsafe fn weights(t: __m256d) -> [__m256d; 4] {
+        let c = _mm256_set1_pd;
+        let sixth = c(1.0 / 6.0);
+        let t2 = _mm256_mul_pd(t, t);
+        let t3 = _mm256_mul_pd(t2, t);
+        let u = _mm256_sub_pd(c(1.0), t);
+        let (mul, add, sub) = (_mm256_mul_pd, _mm256_add_pd, _mm256_sub_pd);
+        [
+            mul(mul(mul(u, u), u), sixth),
+            mul(add(sub(mul(c(3.0), t3), mul(c(6.0), t2)), c(4.0)), sixth),
+            mul(
+                add(
+                    add(add(mul(c(-3.0), t3), mul(c(3.0), t2)), mul(c(3.0), t)),
+                    c(1.0),
+                ),
+                sixth,
+            ),
+            mul(t3, sixth),
+        ]
+    }
+
+    /// [`super::derivatives`] of the three axes at once, by tap (as [`weights`]).
+    #[inline(always)]
+    unsafe fn derivatives(t: __m256d) -> [__m256d; 4] {
+        let c = _mm256_set1_pd;
+        let (mul, add, sub) = (_mm256_mul_pd, _mm256_add_pd, _mm256_sub_pd);
+        let u = sub(c(1.0), t);
+        [
+            mul(mul(c(-0.5), u), u),
+            mul(sub(mul(mul(c(3.0), t), t), mul(c(4.0), t)), c(0.5)),
+            mul(
+                add(add(mul(mul(c(-3.0), t), t), mul(c(2.0), t)), c(1.0)),
+                c(0.5),
+            ),
+            mul(mul(c(0.5), t), t),
+        ]
+    }
+
+    /// The x lanes of four by-tap vectors: `[w[0].x, w[1].x, w[2].x, w[3].x]`.
+    #[inline(always)]
+    unsafe fn x_lanes(w: &[__m256d; 4]) -> __m256d {
+        let a = _mm256_unpacklo_pd(w[0], w[1]); // [w0.x, w1.x, w0.z, w1.z]
+        let b = _mm256_unpacklo_pd(w[2], w[3]); // [w2.x, w3.x, w2.z, w3.z]
+        _mm256_permute2f128_pd::<0x20>(a, b)
+    }
+
+    /// Lane y (1) or z (2) of `w` in every lane.
+    #[inline(always)]
+    unsafe fn lane_y(w: __m256d) -> __m256d {
+        _mm256_permute4x64_pd::<0b0101_0101>(w)
+    }
+    #[inline(always)]
+    unsafe fn lane_z(w: __m256d) -> __m256d {
+        _mm256_permute4x64_pd::<0b1010_1010>(w)
+    }
+
+    /// The four x taps of row `[k][j]` of an interior point.
+    #[inline(always)]
+    unsafe fn tap_row(s: &super::BSpline, base: usize, k: usize, j: usize) -> __m256d {
+        // SAFETY (caller): `base` comes from `locate` (Interior): every tap is in `coef`
+        _mm256_loadu_pd(s.coef.as_ptr().add(base + s.rel[k][j]))
+    }
+
+    /// `(p0 + p1) + (p2 + p3)`, as [`super::dot4`] and [`sums4`]`(p, p, p, p)[0]`.
+    #[inline(always)]
+    unsafe fn sum(p: __m256d) -> f64 {
+        let h = _mm256_hadd_pd(p, p); // [p0+p1, p0+p1, p2+p3, p2+p3]
+        _mm_cvtsd_f64(_mm_add_pd(
+            _mm256_castpd256_pd128(h),
+            _mm256_extractf128_pd::<1>(h),
+        ))
+    }
+
+    /// [`value`] at `N` interior points at once (`base`, `t` from [`locate`]): for each point
+    /// the same weights, the same taps and the same sums in the same order as the general
+    /// path; only the indexing is cheaper, and the `N` points' sums are interleaved so that
+    /// their long chains of additions overlap in the CPU.
+    ///
+    /// One difference that leaves every bit unchanged: the y sums start from their first
+    /// product instead of `0 + product`. The two differ only in the sign of a zero sum, and a
+    /// signed zero cannot change the z sum it then enters: that sum starts from +0, so it is
+    /// never −0, and adding ±0 to anything but −0 leaves it unchanged.
+    // points `p`, taps `j`, `k` index several arrays each: indices read as the sums do
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn values_interior<const N: usize>(
+        s: &super::BSpline,
+        base: [usize; N],
+        t: [__m256d; N],
+    ) -> [f64; N] {
+        for &b in &base {
+            debug_assert!(b + s.rel[3][3] + 4 <= s.coef.len());
+        }
+        let mut w = [[_mm256_setzero_pd(); 4]; N];
+        for p in 0..N {
+            w[p] = weights(t[p]);
+        }
+        let mut acc = [_mm256_setzero_pd(); N];
+        for k in 0..4 {
+            let mut ya = [_mm256_setzero_pd(); N];
+            for j in 0..4 {
+                for p in 0..N {
+                    let wr = _mm256_mul_pd(lane_y(w[p][j]), tap_row(s, base[p], k, j));
+                    ya[p] = if j == 0 { wr } else { _mm256_add_pd(ya[p], wr) };
+                }
+            }
+            for p in 0..N {
+                acc[p] = _mm256_add_pd(acc[p], _mm256_mul_pd(lane_z(w[p][k]), ya[p]));
+            }
+        }
+        let mut prod = [_mm256_setzero_pd(); N];
+        for p in 0..N {
+            prod[p] = _mm256_mul_pd(x_lanes(&w[p]), acc[p]);
+        }
+        let mut out = [0.0; N];
+        if N == 4 {
+            out.copy_from_slice(&sums4(prod[0], prod[1 % N], prod[2 % N], prod[3 % N])[..N]);
+        } else {
+            for p in 0..N {
+                out[p] = sum(prod[p]);
+            }
+        }
+        out
+    }
+
+    /// [`value_gradient`] at `N` interior points at once, as [`values_interior`]: for each
+    /// point `[value, ∂x, ∂y, ∂z]`.
+    // points `p`, taps `j`, `k` index several arrays each: indices read as the sums do
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn value_gradients_interior<const N: usize>(
+        s: &super::BSpline,
+        base: [usize; N],
+        t: [__m256d; N],
+    ) -> [[f64; 4]; N] {
+        for &b in &base {
+            debug_assert!(b + s.rel[3][3] + 4 <= s.coef.len());
+        }
+        let mut w = [[_mm256_setzero_pd(); 4]; N];
+        let mut d = w;
+        for p in 0..N {
+            w[p] = weights(t[p]);
+            d[p] = derivatives(t[p]);
+        }
+        let zero = [_mm256_setzero_pd(); N];
+        let (mut a, mut b, mut c) = (zero, zero, zero);
+        for k in 0..4 {
+            let (mut ya, mut yd) = (zero, zero);
+            for j in 0..4 {
+                for p in 0..N {
+                    let r = tap_row(s, base[p], k, j);
+                    let (wr, dr) = (
+                        _mm256_mul_pd(lane_y(w[p][j]), r),
+                        _mm256_mul_pd(lane_y(d[p][j]), r),
+                    );
+                    // the first product alone (see `values_interior`)
+                    (ya[p], yd[p]) = if j == 0 {
+                        (wr, dr)
+                    } else {
+                        (_mm256_add_pd(ya[p], wr), _mm256_add_pd(yd[p], dr))
+                    };
+                }
+            }
+            for p in 0..N {
+                a[p] = _mm256_add_pd(a[p], _mm256_mul_pd(lane_z(w[p][k]), ya[p]));
+                b[p] = _mm256_add_pd(b[p], _mm256_mul_pd(lane_z(w[p][k]), yd[p]));
+                c[p] = _mm256_add_pd(c[p], _mm256_mul_pd(lane_z(d[p][k]), ya[p]));
+            }
+        }
+        let mut out = [[0.0; 4]; N];
+        for p in 0..N {
+            let (wx, dx) = (x_lanes(&w[p]), x_lanes(&d[p]));
+            out[p] = sums4(
+                _mm256_mul_pd(wx, a[p]),
+                _mm256_mul_pd(dx, a[p]),
+                _mm256_mul_pd(wx, b[p]),
+                _mm256_mul_pd(wx, c[p]),
+            );
+        }
+        out
     }
 }
 
@@ -667,6 +1091,65 @@ mod tests {
             assert_eq!(w2.to_bits(), w.to_bits(), "{p:?}");
             assert_eq!(g2.map(f64::to_bits), g.map(f64::to_bits), "{p:?}");
         }
+    }
+
+    #[test]
+    fn batched_points_give_the_bits_of_one_at_a_time() {
+        // runs of interior points (the interleaved path) mixed with border and outside
+        // points, and a tail shorter than a group
+        let dims = [23, 17, 12];
+        let data = test_image(dims, |x, y, z| {
+            (x * 0.7).sin() * 50.0 + (y * 0.3).cos() * z - x * y * 0.1
+        });
+        let s = BSpline::new(&data, dims);
+        let pts: Vec<[f64; 3]> = (0..20_003u64)
+            .map(|n| {
+                let u = crate::registration::pyramid::hash3(n);
+                // mostly interior, every few points anywhere (border, outside)
+                let spread = if n % 7 == 3 { 1.2 } else { 0.6 };
+                [0, 1, 2].map(|a| (0.5 + spread * u[a]) * (dims[a] as f64 - 1.0))
+            })
+            .collect();
+        let mut seen = 0;
+        s.values_with(
+            pts.len(),
+            |m| pts[m],
+            |m, v| {
+                assert_eq!(m, seen, "in order");
+                seen += 1;
+                assert_eq!(
+                    v.to_bits(),
+                    s.value_body(pts[m], false).to_bits(),
+                    "{:?}",
+                    pts[m]
+                );
+            },
+        );
+        assert_eq!(seen, pts.len());
+        let (mut seen, mut outside) = (0, 0);
+        s.value_gradients_with(
+            pts.len(),
+            |m| pts[m],
+            |m, vg| {
+                assert_eq!(m, seen, "in order");
+                seen += 1;
+                let p = pts[m];
+                let want = s.value_gradient_body(p, false);
+                match vg {
+                    Some((v, g)) => {
+                        assert!(inside(p, dims), "{p:?}");
+                        assert_eq!(v.to_bits(), want.0.to_bits(), "{p:?}");
+                        assert_eq!(g.map(f64::to_bits), want.1.map(f64::to_bits), "{p:?}");
+                    }
+                    None => {
+                        assert!(!inside(p, dims), "{p:?}");
+                        outside += 1;
+                    }
+                }
+            },
+        );
+        assert_eq!(seen, pts.len());
+        assert!(outside > 100 && outside < 2000, "{outside} outside");
     }
 
     #[test]

@@ -37,15 +37,18 @@ pub fn resample(moving: &Volume, target: &Grid, t: &Matrix4<f64>, interp: Interp
     out.par_chunks_mut(plane.max(1))
         .enumerate()
         .for_each(|(k, slice)| {
-            for j in 0..dims[1] {
-                for i in 0..dims[0] {
+            for (j, row) in slice.chunks_exact_mut(dims[0]).enumerate() {
+                let point = |i: usize| {
                     let p = v * nalgebra::Vector4::new(i as f64, j as f64, k as f64, 1.0);
-                    let q = [p.x, p.y, p.z];
-                    let val = match &spline {
-                        Some(s) => s.value(q),
-                        None => trilinear(&moving.data, moving.grid.dims, q),
-                    };
-                    slice[i + dims[0] * j] = val as f32;
+                    [p.x, p.y, p.z]
+                };
+                match &spline {
+                    Some(s) => s.values_with(row.len(), point, |i, val| row[i] = val as f32),
+                    None => {
+                        for (i, o) in row.iter_mut().enumerate() {
+                            *o = trilinear(&moving.data, moving.grid.dims, point(i)) as f32;
+                        }
+                    }
                 }
             }
         });

@@ -182,17 +182,28 @@ impl FixedSamples {
             .zip(self.rows.par_chunks(CHUNK * w))
             .map(|(vox, rows)| {
                 let mut acc = [0.0f64; MAXW + 1];
-                for (p, r) in vox.iter().zip(rows.chunks_exact(w)) {
-                    let q = [
+                let point = |n: usize| {
+                    let p = &vox[n];
+                    [
                         m[0][0] * p[0] + m[0][1] * p[1] + m[0][2] * p[2] + m[0][3],
                         m[1][0] * p[0] + m[1][1] * p[1] + m[1][2] * p[2] + m[1][3],
                         m[2][0] * p[0] + m[2][1] * p[1] + m[2][2] * p[2] + m[2][3],
-                    ];
-                    let val = moving.value(q);
+                    ]
+                };
+                let mut add = |n: usize, val: f64| {
+                    let r = &rows[n * w..(n + 1) * w];
                     for a in 0..w {
                         acc[a] += r[a] * val;
                     }
                     acc[MAXW] += val * val;
+                };
+                match moving {
+                    MovingImage::Cubic(s) => s.values_with(vox.len(), point, add),
+                    MovingImage::Linear { data, dims } => {
+                        for n in 0..vox.len() {
+                            add(n, trilinear(data, *dims, point(n)));
+                        }
+                    }
                 }
                 acc
             })

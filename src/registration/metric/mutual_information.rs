@@ -231,7 +231,6 @@ impl MiFixed {
 pub struct MutualInformation<'a> {
     fixed: &'a MiFixed,
     moving: BSpline,
-    mdims: [usize; 3],
     /// World → moving voxel.
     minv: Matrix4<f64>,
     mmap: BinMap,
@@ -297,7 +296,6 @@ impl<'a> MutualInformation<'a> {
         Ok(MutualInformation {
             fixed,
             moving: spline,
-            mdims: moving.dims,
             minv: *minv,
             mmap,
             centre: *centre,
@@ -324,14 +322,16 @@ impl<'a> MutualInformation<'a> {
             .map(|((pos, fbin), fw)| {
                 let mut h = vec![0.0; b * b];
                 let mut ds = Vec::with_capacity(pos.len());
-                for ((x, &fi), fw) in pos.iter().zip(fbin).zip(fw) {
-                    let y = v.transform_point(&(*x).into());
-                    let y = [y.x, y.y, y.z];
-                    if !inside(y, self.mdims) {
+                let point = |m: usize| {
+                    let y = v.transform_point(&pos[m].into());
+                    [y.x, y.y, y.z]
+                };
+                self.moving.value_gradients_with(pos.len(), point, |m, vg| {
+                    let Some((val, gv)) = vg else {
                         ds.push(SampleDeriv::SKIP);
-                        continue;
-                    }
-                    let (val, gv) = self.moving.value_gradient(y);
+                        return;
+                    };
+                    let (fi, fw) = (fbin[m], &fw[m]);
                     let (mb, clamped) = mmap.map(val);
                     let (mi, t) = window_at(mb);
                     let mw = weights(t);
@@ -352,7 +352,7 @@ impl<'a> MutualInformation<'a> {
                             g: [gw.x, gw.y, gw.z],
                         });
                     }
-                }
+                });
                 (h, ds)
             })
             .collect();
