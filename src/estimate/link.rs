@@ -3,7 +3,7 @@
 use super::dataset::{realign_subset, Dataset};
 use super::{shading, Progress, Run};
 use crate::image::{Mask, Volume};
-use crate::registration::{register, RegistrationConfig};
+use crate::registration::{prepare, RegistrationConfig};
 use crate::Result;
 use nalgebra::Matrix4;
 use rayon::prelude::*;
@@ -111,16 +111,20 @@ pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<
         mask_dilation: 0,
         ..dilated.clone()
     };
-    // The registrations are independent and each is bit-identical for any thread count: they
-    // run side by side, so the cores stay busy through the coarse levels' short sums.
+    // The reference's side of each mask's registration is prepared once for every shell (the
+    // same bits as `register`). The registrations are independent and each is bit-identical
+    // for any thread count: they run side by side, so the cores stay busy through the coarse
+    // levels' short sums.
+    let (dilated, brain) = rayon::join(
+        || prepare(&reference, Some(mask), &dilated),
+        || prepare(&reference, Some(mask), &brain),
+    );
+    let (dilated, brain) = (dilated?, brain?);
     means
         .par_iter()
         .map(|m| {
             let m = flatten(m);
-            let (a, b) = rayon::join(
-                || register(&reference, &m, Some(mask), &id, &dilated),
-                || register(&reference, &m, Some(mask), &id, &brain),
-            );
+            let (a, b) = rayon::join(|| dilated.register(&m, &id), || brain.register(&m, &id));
             Ok(mean_rigid(&a?.matrix, &b?.matrix))
         })
         .collect()
