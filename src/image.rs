@@ -186,11 +186,18 @@ impl MaskedSeries {
 /// (a few milliseconds, against the registration that reads it). The values read are the
 /// float32 numbers a float32 series would hold, bit for bit. A volume that is written
 /// ([`Series::volume_mut`]) becomes float32.
+///
+/// A series may carry a **gain**: one factor per voxel of the grid that multiplies every value
+/// read, whatever the volume ([`Series::with_gain`]; the estimate divides the coil shading out
+/// this way). The samples are shared (`Arc`) between a series and its copies until one of them
+/// is written ([`Series::volume_mut`] copies them then), so a series with a gain costs one
+/// volume of memory, not another series.
 #[derive(Clone, Debug)]
 pub struct Series {
     pub grid: Grid,
     pub n_volumes: usize,
-    stored: Stored,
+    stored: std::sync::Arc<Stored>,
+    gain: Option<std::sync::Arc<Vec<f32>>>,
 }
 
 /// The samples as stored: float32, or 16-bit integers (volume-major) with the volumes
@@ -243,7 +250,8 @@ impl Series {
         Series {
             grid,
             n_volumes,
-            stored: Stored::F32(data),
+            stored: std::sync::Arc::new(Stored::F32(data)),
+            gain: None,
         }
     }
 
@@ -264,19 +272,41 @@ impl Series {
         Series {
             grid,
             n_volumes,
-            stored: Stored::Integers {
+            stored: std::sync::Arc::new(Stored::Integers {
                 raw,
                 slope,
                 inter,
                 written: vec![None; n_volumes],
-            },
+            }),
+            gain: None,
         }
     }
 
-    /// Volume `v`'s samples (decoded when kept as integers).
-    pub fn volume(&self, v: usize) -> Cow<'_, [f32]> {
+    /// The same samples read through a per-voxel `gain` (`grid.len()` factors, composed with
+    /// any gain already there): value read = stored value · gain. Shares the samples.
+    pub fn with_gain(&self, gain: &[f32]) -> Series {
+        assert_eq!(gain.len(), self.grid.len(), "gain does not match the grid");
+        let gain = match &self.gain {
+            Some(g) => g.iter().zip(gain).map(|(a, b)| a * b).collect(),
+            None => gain.to_vec(),
+        };
+        Series {
+            grid: self.grid.clone(),
+            n_volumes: self.n_volumes,
+            stored: self.stored.clone(),
+            gain: Some(std::sync::Arc::new(gain)),
+        }
+    }
+
+    /// The per-voxel gain every read goes through (None: values are read as stored).
+    pub fn gain(&self) -> Option<&[f32]> {
+        self.gain.as_deref().map(|g| g.as_slice())
+    }
+
+    /// Volume `v` as stored, before the gain.
+    fn stored_volume(&self, v: usize) -> Cow<'_, [f32]> {
         let n = self.grid.len();
-        match &self.stored {
+        match &*self.stored {
             Stored::F32(d) => Cow::Borrowed(&d[v * n..(v + 1) * n]),
             Stored::Integers {
                 raw,
@@ -294,11 +324,25 @@ impl Series {
         }
     }
 
+    /// Volume `v`'s samples (decoded when kept as integers, times the gain if any).
+    pub fn volume(&self, v: usize) -> Cow<'_, [f32]> {
+        match (self.stored_volume(v), &self.gain) {
+            (stored, None) => stored,
+            (Cow::Owned(mut d), Some(g)) => {
+                d.iter_mut().zip(g.iter()).for_each(|(x, g)| *x *= g);
+                Cow::Owned(d)
+            }
+            (Cow::Borrowed(d), Some(g)) => {
+                Cow::Owned(d.iter().zip(g.iter()).map(|(x, g)| x * g).collect())
+            }
+        }
+    }
+
     /// Sample `l` (linear voxel index) of volume `v`.
     #[inline]
     pub fn get(&self, v: usize, l: usize) -> f32 {
         let n = self.grid.len();
-        match &self.stored {
+        let x = match &*self.stored {
             Stored::F32(d) => d[v * n + l],
             Stored::Integers {
                 raw,
@@ -309,21 +353,28 @@ impl Series {
                 Some(w) => w[l],
                 None => raw.decode(v * n + l, *slope, *inter),
             },
+        };
+        match &self.gain {
+            None => x,
+            Some(g) => x * g[l],
         }
     }
 
-    /// Volume `v` for writing (kept as float32 from now on).
+    /// Volume `v` for writing (kept as float32 from now on), **as stored**: before the gain
+    /// ([`Series::with_gain`]), which multiplies what is written here too. Copies the samples
+    /// first when another series shares them.
     pub fn volume_mut(&mut self, v: usize) -> &mut [f32] {
         let n = self.grid.len();
-        if let Stored::Integers { written, .. } = &self.stored {
+        if let Stored::Integers { written, .. } = &*self.stored {
             if written[v].is_none() {
-                let decoded = self.volume(v).into_owned();
-                if let Stored::Integers { written, .. } = &mut self.stored {
+                let decoded = self.stored_volume(v).into_owned();
+                if let Stored::Integers { written, .. } = std::sync::Arc::make_mut(&mut self.stored)
+                {
                     written[v] = Some(decoded);
                 }
             }
         }
-        match &mut self.stored {
+        match std::sync::Arc::make_mut(&mut self.stored) {
             Stored::F32(d) => &mut d[v * n..(v + 1) * n],
             Stored::Integers { written, .. } => {
                 written[v].as_mut().expect("decoded above").as_mut_slice()
@@ -343,7 +394,8 @@ impl Series {
 
     /// Bytes the samples take in memory.
     pub fn stored_bytes(&self) -> usize {
-        match &self.stored {
+        let gain = self.gain.as_ref().map_or(0, |g| g.len() * 4);
+        gain + match &*self.stored {
             Stored::F32(d) => d.len() * 4,
             Stored::Integers { raw, written, .. } => {
                 raw.len() * 2 + written.iter().flatten().map(|w| w.len() * 4).sum::<usize>()
@@ -387,5 +439,47 @@ impl Mask {
             .filter(|(_, &b)| b)
             .map(|(i, _)| i)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> Grid {
+        Grid::new([3, 1, 1], Matrix4::identity())
+    }
+
+    /// A gain multiplies every read, shares the samples until one copy is written, and what is
+    /// written through `volume_mut` is on the stored scale (the gain multiplies it too).
+    #[test]
+    fn a_gain_multiplies_every_read_and_shares_the_samples() {
+        let ints = Series::from_integers(
+            grid(),
+            2,
+            Integers::I16(vec![10, 20, 30, 40, 50, 60]),
+            0.5,
+            1.0,
+        );
+        let floats = Series::new(grid(), 2, vec![6.0, 11.0, 16.0, 21.0, 26.0, 31.0]);
+        for s in [ints, floats] {
+            let g = s.with_gain(&[1.0, 0.5, 2.0]);
+            assert_eq!(&*g.volume(1), &[21.0, 13.0, 62.0]);
+            assert_eq!(g.get(0, 2), 32.0);
+            assert_eq!(g.to_f32(), vec![6.0, 5.5, 32.0, 21.0, 13.0, 62.0]);
+            assert_eq!(g.gain(), Some(&[1.0, 0.5, 2.0][..]));
+            // gains compose
+            assert_eq!(
+                &*g.with_gain(&[2.0, 2.0, 0.25]).volume(0),
+                &[12.0, 11.0, 8.0]
+            );
+            // writing one copy leaves the other (and the original) as they were
+            let mut w = g.clone();
+            w.volume_mut(0)[1] = 100.0;
+            assert_eq!(&*w.volume(0), &[6.0, 50.0, 32.0]);
+            assert_eq!(&*g.volume(0), &[6.0, 5.5, 32.0]);
+            assert_eq!(&*s.volume(0), &[6.0, 11.0, 16.0]);
+            assert_eq!(s.gain(), None);
+        }
     }
 }

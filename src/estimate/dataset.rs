@@ -158,6 +158,7 @@ impl<'a> Dataset<'a> {
             eddy,
             outliers: self.outliers,
             drift,
+            shading: None,
         }
     }
 }

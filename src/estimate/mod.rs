@@ -3,6 +3,9 @@
 //! [`estimate`] runs these stages, in this order, over one [`Dataset`] (the series, its
 //! gradients, the brain mask and every volume's current transform):
 //!
+//! 0. **Coil shading** ([`shading::of_series`]): the receive field, fixed in the scanner, is
+//!    estimated from the b=0 median and the shell means as acquired and divided out of every
+//!    volume (a gain on the series: no copy) before anything else reads it.
 //! 1. **b=0 reference** ([`reference::align_b0s`]): b=0 volumes are registered to their
 //!    voxelwise median; the median is recomputed from the realigned b=0s and the registration
 //!    repeated once. That refined median defines the reference frame of every transform
@@ -180,6 +183,10 @@ pub struct MotionEstimate {
     pub outliers: Option<OutlierStage>,
     /// Signal drift fitted to the b=0 volumes (None with fewer than two).
     pub drift: Option<Drift>,
+    /// The coil shading divided out of the series before every stage ([`shading::of_series`];
+    /// None when it could not be estimated). `reference` and the outlier predictions are on
+    /// the shading-free scale; the outlier replacements are not (see [`OutlierStage`]).
+    pub shading: Option<shading::Shading>,
 }
 
 impl MotionEstimate {
@@ -251,6 +258,16 @@ pub fn estimate(
         progress,
         timeline,
     };
+    let shading = timeline.time("coil shading", || {
+        shading::of_series(
+            series,
+            &table.b0_indices(cfg.b0_threshold),
+            &crate::io::gradients::shells(table, cfg.b0_threshold),
+            mask,
+        )
+    });
+    let flat = shading.as_ref().map(|s| series.with_gain(&s.inverse()));
+    let series = flat.as_ref().unwrap_or(series);
     let mut data = Dataset::new(series, table, mask, cfg);
     let eddy = passes::eddy_model(cfg, mask);
 
@@ -276,7 +293,9 @@ pub fn estimate(
             link::link_shells(&run, &mut data, &reference)
         })?;
     }
-    Ok(data.finish(reference, eddy, drift, cfg.b0_threshold))
+    let mut result = data.finish(reference, eddy, drift, cfg.b0_threshold);
+    result.shading = shading;
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use nalgebra::Matrix4;
 #[derive(Clone, Debug)]
 pub struct OutlierStage {
     pub table: OutlierTable,
-    /// (volume, its prediction in acquired space; 0 outside the fitted region).
+    /// (volume, its prediction in acquired space; 0 outside the fitted region), on the scale
+    /// the series stores its samples ([`Series::volume_mut`]: before any gain).
     pub replacements: Vec<(usize, Vec<f32>)>,
     /// The grid the slices index.
     pub grid: crate::image::Grid,
@@ -313,7 +314,13 @@ pub fn outlier_stage(
         let pred = predictions[i].as_ref()?;
         let inv = transforms[h].try_inverse()?;
         let pred = expand(grid, voxels, &pred.values);
-        Some(resample(&pred, grid, &inv, Interpolation::CubicBSpline).data)
+        let mut acq = resample(&pred, grid, &inv, Interpolation::CubicBSpline).data;
+        // kept as the series stores its samples (before its gain: the coil shading divided
+        // out), so that writing them into the series as read from the file is right too
+        if let Some(g) = series.gain() {
+            acq.iter_mut().zip(g).for_each(|(p, &g)| *p /= g);
+        }
+        Some(acq)
     };
     // Slice sums of every volume first, over the mask brought into the volume's acquired
     // space, from the prediction at those voxels only (all that the sums read); the

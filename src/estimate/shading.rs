@@ -18,8 +18,10 @@
 //! field is fixed in the scanner, dividing the *acquired* volumes by it is exact whatever the
 //! head's motion.
 
-use crate::image::{Mask, Volume};
+use crate::image::{Mask, Series, Volume};
+use crate::io::gradients::Shell;
 use nalgebra::{DMatrix, DVector, Vector3};
+use rayon::prelude::*;
 
 /// Polynomial degree of the log-field: 3 (20 terms). A field whose features are 150–300 mm
 /// long is represented over a ~150 mm brain to 0.5 % (degree 2: 1.3 %, degree 4: 0.1 %), but
@@ -58,6 +60,60 @@ impl Shading {
     pub fn correct_volume(&self, v: &Volume) -> Volume {
         Volume::new(v.grid.clone(), self.correct(&v.data))
     }
+
+    /// 1 / field, voxel by voxel: the gain that divides the field out of a series
+    /// ([`Series::with_gain`]).
+    pub fn inverse(&self) -> Vec<f32> {
+        self.field.data.iter().map(|&b| 1.0 / b).collect()
+    }
+}
+
+/// The coil shading of a series as acquired, for the estimate's first stage: [`estimate`] on
+/// the voxelwise median of the b=0 volumes `b0` and the plain mean of each shell's volumes,
+/// neither realigned. The field is fixed in the scanner, so these are in its frame whatever the
+/// head does; the motion only blurs the anatomy they show, which the smooth field does not
+/// care about (seed 13 below: correlation with the simulator's true field 0.976).
+///
+/// Why divide it out of everything, not only the shell link: a field that stays put while the
+/// head moves is part of every volume's image, so each registration (b=0 to b=0, bootstrap,
+/// volume to prediction) trades a little alignment of the anatomy for alignment of the
+/// shading, in proportion to how far the volume moved from its target. On own phantoms
+/// (`simulate --dropout 0.1 --drift 5`, ±12 % shading) the b=0 volumes' residual error
+/// followed their true translation (correlation 0.94 along y with tz, seed 13).
+///
+/// Measured, `estimate -j 2 --no-resample`, median / worst mm before → after (2026-12-03,
+/// fourth session, main df3b96b): own seeds 11–13 with dropouts and drift, DKI 0.0324 / 0.0734
+/// → 0.0289 / 0.0711, 0.0355 / 0.0856 → 0.0313 / 0.0865, 0.0445 / 0.0912 → 0.0356 / 0.0724
+/// (DTI gains 0.004–0.005 in median); own `--ec 1` seeds 21–25 with `--transform eddy`: mean
+/// median 0.0639 → 0.0626 (two seeds worse, three better), every worst ≤ 0.18 (was up to
+/// 0.20); shared bench DTI 0.0203 / 0.0472 → 0.0215 / 0.0476, DKI 0.0215 / 0.0556 →
+/// 0.0195 / 0.0469; bench_artefacts eddy DTI 0.0508 / 0.1651 → 0.0504 / 0.1523, DKI
+/// 0.0717 / 0.2315 → 0.0703 / 0.2291 (its bias field moves with the head: nothing
+/// scanner-fixed to remove, and nothing lost). Cost 0.7 CPU s on the bench. See
+/// benches/README.md, "Coil shading divided out of the series".
+pub fn of_series(series: &Series, b0: &[usize], shells: &[Shell], mask: &Mask) -> Option<Shading> {
+    let mut channels = Vec::with_capacity(shells.len() + 1);
+    if !b0.is_empty() {
+        channels.push(crate::estimate::median_volume(series, b0));
+    }
+    let grid = &series.grid;
+    channels.extend(
+        shells
+            .par_iter()
+            .map(|sh| {
+                let mut acc = vec![0f64; grid.len()];
+                for &k in &sh.indices {
+                    acc.iter_mut()
+                        .zip(series.volume(k).iter())
+                        .for_each(|(a, &v)| *a += v as f64);
+                }
+                let n = sh.indices.len().max(1) as f64;
+                Volume::new(grid.clone(), acc.iter().map(|&a| (a / n) as f32).collect())
+            })
+            .collect::<Vec<_>>(),
+    );
+    let refs: Vec<&Volume> = channels.iter().collect();
+    estimate(&refs, mask)
 }
 
 /// Monomials x^a y^b z^c, a + b + c ≤ degree.
