@@ -129,11 +129,15 @@ pub fn median_filter(data: &[f32], dims: [usize; 3], radius: [usize; 3]) -> Vec<
             .collect()
     };
     let (tx, ty, tz) = (tab(nx, rx), tab(ny, ry), tab(nz, rz));
+    // Selected as integer keys in `f32::total_cmp`'s order: the same element is the median,
+    // and a plain integer comparison is cheaper than a float total order (2.5 mm bench
+    // series, 125-voxel window: the filter took half a CPU second).
+    let keys: Vec<u32> = data.iter().map(|&v| total_order_key(v)).collect();
     let mut out = vec![0f32; data.len()];
     out.par_chunks_mut(nx * ny)
         .enumerate()
         .for_each(|(k, slice)| {
-            let mut buf: Vec<f32> = Vec::with_capacity(win);
+            let mut buf: Vec<u32> = Vec::with_capacity(win);
             for j in 0..ny {
                 for i in 0..nx {
                     buf.clear();
@@ -141,17 +145,34 @@ pub fn median_filter(data: &[f32], dims: [usize; 3], radius: [usize; 3]) -> Vec<
                         for &jj in &ty[j] {
                             let row = nx * (jj + ny * kk);
                             for &ii in &tx[i] {
-                                buf.push(data[row + ii]);
+                                buf.push(keys[row + ii]);
                             }
                         }
                     }
                     let mid = win / 2;
-                    let (_, m, _) = buf.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
-                    slice[i + nx * j] = *m;
+                    let (_, m, _) = buf.select_nth_unstable(mid);
+                    slice[i + nx * j] = from_total_order_key(*m);
                 }
             }
         });
     out
+}
+
+/// An unsigned key whose integer order is `f32::total_cmp`'s order (sign bit flipped for
+/// positives, all bits flipped for negatives).
+#[inline]
+fn total_order_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+#[inline]
+fn from_total_order_key(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
 }
 
 /// Otsu's threshold over a histogram of `nbins` equal bins spanning [min, max] of the finite
@@ -393,5 +414,42 @@ pub fn dice(a: &Mask, b: &Mask) -> f64 {
         1.0
     } else {
         2.0 * inter as f64 / (na + nb) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_order_keys_sort_as_total_cmp_and_round_trip() {
+        let vals = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            1.0,
+            -1.0,
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-45, // subnormal
+            -1e-45,
+            3.25,
+            -1234.5,
+        ];
+        for &a in &vals {
+            assert_eq!(from_total_order_key(total_order_key(a)).to_bits(), a.to_bits());
+            for &b in &vals {
+                assert_eq!(
+                    total_order_key(a).cmp(&total_order_key(b)),
+                    a.total_cmp(&b),
+                    "{a} vs {b}"
+                );
+            }
+        }
     }
 }

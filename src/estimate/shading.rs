@@ -148,10 +148,12 @@ fn kmeans(points: &[f64], dim: usize, k: usize) -> Vec<f64> {
         })
         .collect();
     for _ in 0..30 {
+        // the assignments in parallel, the sums in point order: the same bits for any
+        // thread count (and as a plain loop)
+        let class = classify(points, &c, dim);
         let mut sum = vec![0.0; k * dim];
         let mut cnt = vec![0usize; k];
-        for p in points.chunks(dim) {
-            let j = nearest(&c, dim, p);
+        for (p, &j) in points.chunks(dim).zip(&class) {
             cnt[j] += 1;
             for (s, v) in sum[j * dim..(j + 1) * dim].iter_mut().zip(p) {
                 *s += v;
@@ -172,6 +174,14 @@ fn kmeans(points: &[f64], dim: usize, k: usize) -> Vec<f64> {
         }
     }
     c
+}
+
+/// The nearest centre of every point (row-major `points`, `dim` coordinates each).
+fn classify(points: &[f64], centres: &[f64], dim: usize) -> Vec<usize> {
+    points
+        .par_chunks(dim * 1024)
+        .flat_map_iter(|block| block.chunks(dim).map(|p| nearest(centres, dim, p)))
+        .collect()
 }
 
 fn nearest(c: &[f64], dim: usize, p: &[f64]) -> usize {
@@ -259,7 +269,7 @@ pub fn estimate(channels: &[&Volume], mask: &Mask) -> Option<Shading> {
             .flat_map(|(l, f)| l.iter().map(move |v| v - f))
             .collect();
         let centres = kmeans(&r, dim, CLASSES);
-        let class: Vec<usize> = r.chunks(dim).map(|p| nearest(&centres, dim, p)).collect();
+        let class = classify(&r, &centres, dim);
         let dist: Vec<f64> = r
             .chunks(dim)
             .zip(&class)
@@ -312,15 +322,19 @@ pub fn estimate(channels: &[&Volume], mask: &Mask) -> Option<Shading> {
         coef[0] -= mean;
         field.iter_mut().for_each(|f| *f -= mean);
     }
-    let mut row = vec![0.0; m];
+    // voxel by voxel, so in parallel with the same bits
     let data: Vec<f32> = (0..grid.len())
-        .map(|i| {
-            let [x, y, z] = grid.ijk(i);
-            let p = grid.world([x as f64, y as f64, z as f64]);
-            basis(&norm(&p), &exps, &mut row);
-            let f: f64 = row.iter().zip(coef.iter()).map(|(a, b)| a * b).sum();
-            f.clamp(-MAX_LOG, MAX_LOG).exp() as f32
-        })
+        .into_par_iter()
+        .map_init(
+            || vec![0.0; m],
+            |row, i| {
+                let [x, y, z] = grid.ijk(i);
+                let p = grid.world([x as f64, y as f64, z as f64]);
+                basis(&norm(&p), &exps, row);
+                let f: f64 = row.iter().zip(coef.iter()).map(|(a, b)| a * b).sum();
+                f.clamp(-MAX_LOG, MAX_LOG).exp() as f32
+            },
+        )
         .collect();
     Some(Shading {
         field: Volume::new(grid.clone(), data),
