@@ -97,6 +97,13 @@ pub fn link_shells(run: &Run, data: &mut Dataset, reference: &Volume) -> Result<
 /// 0.0381 / 0.0760, 0.0378 / 0.0926 → 0.0373 / 0.0775, 0.0494 / 0.1097 → 0.0501 / 0.1085;
 /// own `--ec 1` seed 21 with `--transform eddy` 0.0653 / 0.0938 → 0.0553 / 0.0832; shared bench
 /// DTI 0.0231 / 0.0598 → 0.0210 / 0.0640. benches/README.md, "The shell link: two masks".
+///
+/// Only the finest level (σ = 0, full resolution) of [`RegistrationConfig::mutual_information`]:
+/// `estimate -j 2 --no-resample`, median / worst (mm), three levels → finest only (2026-12-03,
+/// fifth session): shared bench DTI 0.0215 / 0.0476 and DKI 0.0195 / 0.0469 both ways; own
+/// d11–d13 (DKI) 0.0289 / 0.0711 → 0.0289 / 0.0709, 0.0313 / 0.0865 and 0.0356 / 0.0724
+/// unchanged; UKB-size DKI 0.0297 / 0.0735 → 0.0297 / 0.0734. Link CPU on the bench DTI run
+/// 4.2 → 3.0 s.
 pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<Vec<Matrix4<f64>>> {
     let channels: Vec<&Volume> = std::iter::once(reference).chain(means).collect();
     let flat = shading::estimate(&channels, mask);
@@ -106,7 +113,11 @@ pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<
     };
     let reference = flatten(reference);
     let id = Matrix4::identity();
-    let dilated = RegistrationConfig::mutual_information();
+    // Every shell starts within a fraction of a voxel of the reference (the bootstrap put each
+    // volume there): the finest level alone, as the model passes do. The coarse levels only
+    // widen the capture range; dropping them left every phantom's result within 0.0002 mm
+    // (see the doc comment) and took 1.2 of the link's 4.2 CPU s on the bench.
+    let dilated = RegistrationConfig::mutual_information().refinement();
     let brain = RegistrationConfig {
         mask_dilation: 0,
         ..dilated.clone()
