@@ -442,7 +442,10 @@ mod tests {
             -1234.5,
         ];
         for &a in &vals {
-            assert_eq!(from_total_order_key(total_order_key(a)).to_bits(), a.to_bits());
+            assert_eq!(
+                from_total_order_key(total_order_key(a)).to_bits(),
+                a.to_bits()
+            );
             for &b in &vals {
                 assert_eq!(
                     total_order_key(a).cmp(&total_order_key(b)),
