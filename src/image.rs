@@ -189,9 +189,10 @@ impl MaskedSeries {
 ///
 /// A series may carry a **gain**: one factor per voxel of the grid that multiplies every value
 /// read, whatever the volume ([`Series::with_gain`]; the estimate divides the coil shading out
-/// this way). The samples are shared (`Arc`) between a series and its copies until one of them
-/// is written ([`Series::volume_mut`] copies them then), so a series with a gain costs one
-/// volume of memory, not another series.
+/// this way). The samples are shared (`Arc`) between a series and its copies, so a series
+/// with a gain costs one volume of memory, not another series; writing a copy
+/// ([`Series::volume_mut`]) adds the written volume (integer series) or copies the samples
+/// (float32 series).
 #[derive(Clone, Debug)]
 pub struct Series {
     pub grid: Grid,
@@ -204,7 +205,7 @@ pub struct Series {
 /// written since as float32. The integers are shared (`Arc`) even between copies whose written
 /// volumes differ: writing one volume of a series that shares its samples (the estimate's
 /// outlier-cleaned working series) copies the list of written volumes, not the series (an
-/// HCP-size run that found one outlier slice peaked at 8.3 GB instead of 5.2 with the copy).
+/// HCP-size run that found one outlier slice peaked at 8.3 GB with the copy, 6.4 GB without).
 /// A float32 series is still copied whole on its first write.
 #[derive(Clone, Debug)]
 enum Stored {
