@@ -8,6 +8,16 @@
 //! always taken. The level stops when an increment moves no point of the mask's bounding box
 //! by more than `tol_mm`.
 //!
+//! Both optimisers take such a last, sub-tolerance step *without evaluating the metric
+//! after it*: the evaluation could not change the decision to stop, and it is one full pass
+//! over the samples (of about 4–5 per Gauss–Newton level and 6–11 per BFGS level). For
+//! Gauss–Newton the transforms are the same bits as with the evaluation (small steps are
+//! always accepted); for BFGS they are the same unless the line search would have rejected
+//! the tiny step, and then they differ by less than `tol_mm`. Measured on the shared bench
+//! (`estimate --model dti -j 2`): the same motion.tsv bits, 11.3 → 10.3 metric evaluations
+//! per volume at the bootstrap's coarse level and 7.6 → 6.6 at its fine level. The figure
+//! of merit reported is the one at the last evaluated point.
+//!
 //! BFGS: see [`bfgs`]. Its parameters are scaled by the driver's physical-shift scales (ITK's
 //! `RegistrationParameterScalesFromPhysicalShift`), so a unit step of any parameter moves the
 //! mask by about 1 mm and one scalar step length fits rotations, translations and shears.
@@ -93,6 +103,14 @@ pub fn gauss_newton(
             break;
         }
         let p: Vec<f64> = (0..np).map(|k| beta[2 + k] / a).collect();
+        let full = inc.matrix(&p);
+        let moved = max_corner_displacement(&full, &s.lo, &s.hi);
+        if moved < s.tol_mm && moved < trust_mm {
+            // the last step: it would be accepted unevaluated (small), and it ends the level
+            t *= full.try_inverse().unwrap_or_else(Matrix4::identity);
+            iterations += 1;
+            break;
+        }
         let mut step = 1.0;
         let mut accepted = None;
         loop {
@@ -185,6 +203,14 @@ pub fn bfgs(
         if dn > 4.0 * step0 {
             d *= 4.0 * step0 / dn;
             slope = g.dot(&d);
+        }
+        let last = max_corner_displacement(&step(&Matrix4::identity(), &inc, &d), &s.lo, &s.hi);
+        if last < s.tol_mm {
+            // a full step below the tolerance ends the level whatever its cost: take it
+            // unevaluated
+            t = step(&t, &inc, &d);
+            iterations += 1;
+            break;
         }
         let mut alpha = 1.0;
         let mut accepted = None;
