@@ -271,15 +271,20 @@ pub fn realign_subset(series: &Series, idx: &[usize], transforms: &[Matrix4<f64>
 /// [`realign`] at `voxels` only (ascending grid indices): the same numbers there, computed
 /// the same way, for the model fits, which read nothing else.
 pub fn realign_at(series: &Series, transforms: &[Matrix4<f64>], voxels: &[usize]) -> MaskedSeries {
-    let all: Vec<usize> = (0..series.n_volumes).collect();
-    let vols = par_volumes(&all, None, |_, k| {
-        if transforms[k] == Matrix4::identity() {
-            voxels.iter().map(|&l| series.get(k, l)).collect()
-        } else {
-            resample_at(&series.volume(k), &series.grid, &transforms[k], voxels)
-        }
-    });
-    MaskedSeries::from_volumes(series.grid.clone(), voxels.to_vec(), &vols)
+    MaskedSeries::from_fn(
+        series.grid.clone(),
+        voxels.to_vec(),
+        series.n_volumes,
+        |k, out| {
+            if transforms[k] == Matrix4::identity() {
+                for (o, &l) in out.iter_mut().zip(voxels) {
+                    *o = series.get(k, l);
+                }
+            } else {
+                resample_into(&series.volume(k), &series.grid, &transforms[k], voxels, out)
+            }
+        },
+    )
 }
 
 /// `volume(T·x)` at the centres `x` of `voxels` (cubic B-spline): [`resample`]'s arithmetic
@@ -290,13 +295,19 @@ pub(crate) fn resample_at(
     t: &Matrix4<f64>,
     voxels: &[usize],
 ) -> Vec<f32> {
+    let mut out = vec![0f32; voxels.len()];
+    resample_into(volume, grid, t, voxels, &mut out);
+    out
+}
+
+/// [`resample_at`] into `out` (one value per voxel).
+fn resample_into(volume: &[f32], grid: &Grid, t: &Matrix4<f64>, voxels: &[usize], out: &mut [f32]) {
     let inv = grid
         .affine
         .try_inverse()
         .expect("series affine is invertible (checked on reading)");
     let v = inv * t * grid.affine;
     let spline = BSpline::new(volume, grid.dims);
-    let mut out = vec![0f32; voxels.len()];
     out.par_chunks_mut(4096)
         .zip(voxels.par_chunks(4096))
         .for_each(|(o, ls)| {
@@ -307,7 +318,6 @@ pub(crate) fn resample_at(
             };
             spline.values_with(ls.len(), point, |n, val| o[n] = val as f32);
         });
-    out
 }
 
 /// A prediction held at the fitted voxels only, back on the whole grid (0 elsewhere, as the
