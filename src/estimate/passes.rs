@@ -395,9 +395,15 @@ pub fn model_pass(
         data.set_outliers(found);
     }
     let t = timeline.mark();
-    // After the bootstrap (rigid; an eddy-current field would start at 0) or an earlier pass
-    // every volume starts within a fraction of a voxel: the finest level only.
-    let refine = pass > 1 || (data.has_b0() && cfg.registration.kind == TransformKind::Rigid);
+    // After a bootstrap that searched this family (rigid, or the eddy-current model's) or an
+    // earlier pass every volume starts within a fraction of a voxel: the finest level only.
+    // (An affine run's bootstrap is rigid: its first pass keeps the pyramid.) With the eddy
+    // bootstrap, pass 1 refining instead of the pyramid (`estimate -j 2 --transform eddy`, DKI,
+    // median / worst mm): bench_artefacts 0.0251 / 0.0914 both ways, pass-1 registration
+    // 5.1 → 2.7 CPU s; own `--ec 1` seed 21 0.0337 / 0.0769 → 0.0339 / 0.0769 (4.1 → 3.5 s),
+    // seed 22 0.0367 / 0.1017 → 0.0364 / 0.1010 (4.3 → 3.6 s).
+    let refine = pass > 1
+        || (data.has_b0() && bootstrap_family(cfg.registration.kind) == cfg.registration.kind);
     register_pass(run, data, predictor, &predictions, fit, &stage, refine)?;
     if let Some(m) = eddy {
         // FSL eddy's second-level model: see `second_level_field`
