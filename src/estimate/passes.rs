@@ -49,7 +49,26 @@ const BOOTSTRAP_MI_SAMPLING: f64 = 0.5;
 /// Earlier (`RegistrationConfig::mutual_information()` → these settings with three levels):
 /// the middle level sampled every second voxel and the 0.01 mm tolerance took a bench DTI
 /// run from 56.8 to 45.0 CPU s at the same accuracy.
-fn bootstrap_registration() -> RegistrationConfig {
+///
+/// The family searched: rigid, except with the eddy-current model (`kind` Eddy), where the
+/// bootstrap searches it too (6 rigid parameters and the 3 field gradients). A rigid bootstrap
+/// hands every volume's eddy-current field to the first model pass (on bench_artefacts 0.46 /
+/// 0.85 mm mean at b=1000 / 2000, 99 % a linear, odd function of the gradient direction). That
+/// pass predicts each volume from the others while they are still distorted; the distortion's
+/// second-order effect on intensities is even in g, which a tensor absorbs, so the first pass
+/// locks an even direction pattern into every volume that no later pass removes (the DKI
+/// residual per volume after two passes: 0.045 / 0.132 mm at b=1000 / 2000, 93 % explained by
+/// functions of g up to quadratic; benches/README.md, "Direction patterns the model passes
+/// cannot see"). Searching the eddy family here, by mutual information to the b=0
+/// reference, leaves 0.018 / 0.042 mm. `estimate -j 2 --no-resample --transform eddy`, median
+/// / worst (mm), rigid → eddy bootstrap (2026-12-03, sixth session; bootstrap CPU s about the
+/// same, 6.7 → 6.9 on the first): bench_artefacts DKI 0.0703 / 0.2291 → 0.0251 / 0.0914, DTI
+/// 0.0503 / 0.1523 → 0.0270 / 0.0876; own `simulate --ec 1 --seed 21` DKI 0.0908 / 0.3477 →
+/// 0.0337 / 0.0769, `--ec 1 --seed 22 --dropout 0.1 --drift 5` 0.0928 / 0.2886 → 0.0367 /
+/// 0.1017. Not for `--transform affine`: mutual information across contrasts reads contrast
+/// as scale and shear (shared bench DKI 0.0344 / 0.0682 → 0.2640 / 0.3105), so that family's
+/// bootstrap stays rigid. Rigid runs are unchanged (bit for bit).
+fn bootstrap_registration(kind: TransformKind) -> RegistrationConfig {
     let level = |shrink, sigma| crate::registration::Level {
         shrink,
         sigma,
@@ -60,6 +79,16 @@ fn bootstrap_registration() -> RegistrationConfig {
         tol_mm: 0.01,
         sampling: BOOTSTRAP_MI_SAMPLING,
         ..RegistrationConfig::mutual_information()
+    }
+    .with_transform(bootstrap_family(kind))
+}
+
+/// The transform family the bootstrap searches for a run of family `kind` (see
+/// [`bootstrap_registration`]): the eddy-current model's own, else rigid.
+fn bootstrap_family(kind: TransformKind) -> TransformKind {
+    match kind {
+        TransformKind::Eddy { .. } => kind,
+        TransformKind::Rigid | TransformKind::Affine => TransformKind::Rigid,
     }
 }
 
@@ -74,7 +103,8 @@ fn bootstrap_registration() -> RegistrationConfig {
 /// that the model passes could not remove.)
 pub fn bootstrap(run: &Run, data: &mut Dataset, reference: &Volume) -> Result<()> {
     // every volume has the same target: its samples are prepared once
-    let target = prepare(reference, Some(data.mask), &bootstrap_registration())?;
+    let reg = bootstrap_registration(run.cfg.registration.kind);
+    let target = prepare(reference, Some(data.mask), &reg)?;
     let series = data.original();
     let transforms = &data.transforms;
     let results = par_volumes(&data.order, Some(("bootstrap", run.progress)), |_, h| {
@@ -365,9 +395,15 @@ pub fn model_pass(
         data.set_outliers(found);
     }
     let t = timeline.mark();
-    // After the bootstrap (rigid; an eddy-current field would start at 0) or an earlier pass
-    // every volume starts within a fraction of a voxel: the finest level only.
-    let refine = pass > 1 || (data.has_b0() && cfg.registration.kind == TransformKind::Rigid);
+    // After a bootstrap that searched this family (rigid, or the eddy-current model's) or an
+    // earlier pass every volume starts within a fraction of a voxel: the finest level only.
+    // (An affine run's bootstrap is rigid: its first pass keeps the pyramid.) With the eddy
+    // bootstrap, pass 1 refining instead of the pyramid (`estimate -j 2 --transform eddy`, DKI,
+    // median / worst mm): bench_artefacts 0.0251 / 0.0914 both ways, pass-1 registration
+    // 5.1 → 2.7 CPU s; own `--ec 1` seed 21 0.0337 / 0.0769 → 0.0339 / 0.0769 (4.1 → 3.5 s),
+    // seed 22 0.0367 / 0.1017 → 0.0364 / 0.1010 (4.3 → 3.6 s).
+    let refine = pass > 1
+        || (data.has_b0() && bootstrap_family(cfg.registration.kind) == cfg.registration.kind);
     register_pass(run, data, predictor, &predictions, fit, &stage, refine)?;
     if let Some(m) = eddy {
         // FSL eddy's second-level model: see `second_level_field`
@@ -494,6 +530,23 @@ pub fn voxel_maxima(data: &MaskedSeries) -> Vec<f32> {
 mod tests {
     use super::*;
     use crate::image::Grid;
+
+    #[test]
+    fn the_bootstrap_searches_the_eddy_family_and_keeps_affine_runs_rigid() {
+        let eddy = TransformKind::Eddy {
+            pe: [0.0, 1.0, 0.0],
+        };
+        assert_eq!(bootstrap_registration(eddy).kind, eddy);
+        for kind in [TransformKind::Rigid, TransformKind::Affine] {
+            let reg = bootstrap_registration(kind);
+            assert_eq!(reg.kind, TransformKind::Rigid);
+            // everything but the family is the same bootstrap
+            assert_eq!(
+                reg,
+                bootstrap_registration(eddy).with_transform(TransformKind::Rigid)
+            );
+        }
+    }
 
     #[test]
     fn implausible_predictions_are_replaced_by_the_shell_median() {
