@@ -119,32 +119,19 @@ pub struct MaskedSeries {
 impl MaskedSeries {
     /// `volumes[k][i]` is volume k at grid voxel `voxels[i]` (ascending, distinct, in the grid).
     pub fn from_volumes(grid: Grid, voxels: Vec<usize>, volumes: &[Vec<f32>]) -> Self {
-        assert!(voxels.windows(2).all(|w| w[0] < w[1]), "voxels must ascend");
-        assert!(voxels.last().is_none_or(|&l| l < grid.len()));
-        assert!(voxels.len() < u32::MAX as usize);
-        let mut position = vec![u32::MAX; grid.len()];
-        for (i, &l) in voxels.iter().enumerate() {
-            position[l] = i as u32;
-        }
-        let mut data = Vec::with_capacity(voxels.len() * volumes.len());
         for v in volumes {
             assert_eq!(v.len(), voxels.len());
-            data.extend_from_slice(v);
         }
-        MaskedSeries {
-            grid,
-            n_volumes: volumes.len(),
-            voxels,
-            position,
-            data,
-        }
+        Self::from_fn(grid, voxels, volumes.len(), |k, out| {
+            out.copy_from_slice(&volumes[k])
+        })
     }
 
     /// `n_volumes` volumes at `voxels` (ascending, distinct, in the grid), volume `k` written
     /// by `fill(k, values)` in parallel straight into the series' one buffer.
     ///
-    /// Why not [`MaskedSeries::from_volumes`]: building every volume as its own vector first
-    /// and then copying them held the snapshot twice at once, and the per-volume vectors,
+    /// Why (rather than building every volume as its own vector and copying them in, as the
+    /// snapshot did): that held the snapshot twice at once, and the per-volume vectors,
     /// allocated by the worker threads and freed on the main one, stayed resident in the
     /// workers' malloc arenas for the rest of the run (the UKB-size run's peak grew from the
     /// first model pass to the second).
@@ -155,17 +142,27 @@ impl MaskedSeries {
         fill: impl Fn(usize, &mut [f32]) + Sync + Send,
     ) -> Self {
         use rayon::prelude::*;
-        let mut out = Self::from_volumes(grid, voxels, &[]);
-        let n = out.voxels.len();
-        out.n_volumes = n_volumes;
-        out.data = vec![0f32; n * n_volumes];
+        assert!(voxels.windows(2).all(|w| w[0] < w[1]), "voxels must ascend");
+        assert!(voxels.last().is_none_or(|&l| l < grid.len()));
+        assert!(voxels.len() < u32::MAX as usize);
+        let mut position = vec![u32::MAX; grid.len()];
+        for (i, &l) in voxels.iter().enumerate() {
+            position[l] = i as u32;
+        }
+        let n = voxels.len();
+        let mut data = vec![0f32; n * n_volumes];
         if n > 0 {
-            out.data
-                .par_chunks_mut(n)
+            data.par_chunks_mut(n)
                 .enumerate()
                 .for_each(|(k, v)| fill(k, v));
         }
-        out
+        MaskedSeries {
+            grid,
+            n_volumes,
+            voxels,
+            position,
+            data,
+        }
     }
 
     /// The grid voxels held, ascending.
