@@ -25,16 +25,20 @@
 //! - `symmetric`, `dilation 1/2/8`: shading removed, the mean of the forward and inverted link,
 //!   and other dilations of the registration mask (none better across phantoms, 2026-12-03).
 //!
+//! - LINK_ANISO=1: each shell against the lowest through the maps of their spread over
+//!   directions (sd of the shell's volumes): least squares, mutual information, and what
+//!   `estimate` links now ([`shell_links`]) against both shells straight to b=0.
+//!
 //! `cargo bench --bench link -- PHANTOM_DIR [...]` (folders as written by `nifreeze-rs
 //! simulate`, or ../shared/phantoms/NAME); env LINK_MODEL=dti|dki (default dti),
-//! LINK_SKIP_MODEL=1 skips the slow `model` route. LINK_ERODE=-4,0,2 prints only `estimate`'s
-//! link ([`shell_links`]: two masks) and the shading-removed MI link with each listed mask
+//! LINK_SKIP_MODEL=1 skips the slow `model` route. LINK_ERODE=-4,0,2 prints only the two-mask
+//! link straight to b=0 ([`links_to_b0`]) and the shading-removed MI link with each listed mask
 //! (negative: the brain mask dilated by the registration by that many voxels; 0 or more: the
 //! brain mask eroded by that many voxels, no dilation); benches/README.md "The shell link: two
 //! masks".
 
 use nalgebra::Matrix4;
-use nifreeze::estimate::shell_links;
+use nifreeze::estimate::{links_to_b0, shell_links, ShellImage};
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::gradients::{read_mrtrix, shells, GradientTable};
 use nifreeze::io::nifti::{read_mask, read_series};
@@ -103,6 +107,10 @@ fn run(dir: &Path, kind: ModelKind) {
     let fit_mask = nifreeze::mask::dilate(&mask, 2);
     let id = Matrix4::identity();
     let reg = RegistrationConfig::rigid();
+    if std::env::var("LINK_ANISO").is_ok() {
+        aniso(dir, &data, &reference, &means, &sh, &mask);
+        return;
+    }
     if let Ok(list) = std::env::var("LINK_ERODE") {
         let channels: Vec<&Volume> = std::iter::once(&reference).chain(means.iter()).collect();
         let shade = nifreeze::estimate::shading::estimate(&channels, &mask).unwrap();
@@ -121,7 +129,7 @@ fn run(dir: &Path, kind: ModelKind) {
                     dd.z
                 );
             };
-            let l = shell_links(&reference, &means[i..=i], &mask).unwrap()[0];
+            let l = links_to_b0(&reference, &means[i..=i], &mask).unwrap()[0];
             report("estimate's link", &l);
             for e in list
                 .split(',')
@@ -315,6 +323,115 @@ fn run(dir: &Path, kind: ModelKind) {
             fmt(Some(dil1)),
             fmt(Some(dil2)),
             fmt(Some(dil8))
+        );
+    }
+}
+
+/// Scratch: link the shells to each other through their directional spread (sd over the
+/// shell's volumes), a contrast every shell shares.
+fn aniso(
+    dir: &Path,
+    data: &Series,
+    reference: &Volume,
+    means: &[Volume],
+    sh: &[nifreeze::io::gradients::Shell],
+    mask: &Mask,
+) {
+    let id = Matrix4::identity();
+    let sd: Vec<Volume> = sh
+        .iter()
+        .zip(means)
+        .map(|(x, m)| {
+            let mut acc = vec![0f64; data.grid.len()];
+            for &k in &x.indices {
+                for ((a, &v), &mu) in acc.iter_mut().zip(data.volume(k).iter()).zip(m.data.iter()) {
+                    let d = (v - mu) as f64;
+                    *a += d * d;
+                }
+            }
+            let n = x.indices.len() as f64;
+            Volume::new(
+                data.grid.clone(),
+                acc.iter().map(|a| (a / n).sqrt() as f32).collect(),
+            )
+        })
+        .collect();
+    let links = links_to_b0(reference, means, mask).unwrap();
+    let images: Vec<ShellImage> = sh
+        .iter()
+        .zip(means)
+        .zip(&sd)
+        .map(|((x, m), v)| ShellImage {
+            mean: m.clone(),
+            spread: v.clone(),
+            volumes: x.indices.len(),
+        })
+        .collect();
+    let new = shell_links(reference, &images, mask).unwrap();
+    let fmt = |p: &Matrix4<f64>| {
+        let d = shift(p, mask);
+        format!(
+            "{:.4} mm ({:+.3} {:+.3} {:+.3})",
+            mean_error(p, mask),
+            d.x,
+            d.y,
+            d.z
+        )
+    };
+    for (i, x) in sh.iter().enumerate() {
+        println!(
+            "{} b={:.0}: estimate link {}",
+            dir.display(),
+            x.bvalue,
+            fmt(&links[i])
+        );
+    }
+    let ls = RegistrationConfig::rigid();
+    let ls0 = RegistrationConfig {
+        mask_dilation: 0,
+        ..RegistrationConfig::rigid()
+    };
+    let mi = RegistrationConfig::mutual_information();
+    for i in 1..sh.len() {
+        let rel = links[0].try_inverse().unwrap() * links[i];
+        let a = register(&sd[0], &sd[i], Some(mask), &id, &ls)
+            .unwrap()
+            .matrix;
+        let a0 = register(&sd[0], &sd[i], Some(mask), &id, &ls0)
+            .unwrap()
+            .matrix;
+        let b = register(&sd[0], &sd[i], Some(mask), &id, &mi)
+            .unwrap()
+            .matrix;
+        let c = register(&means[0], &means[i], Some(mask), &id, &mi)
+            .unwrap()
+            .matrix;
+        let f = register(&sd[0], &sd[i], Some(mask), &id, &mi.refinement())
+            .unwrap()
+            .matrix;
+        let mi0 = RegistrationConfig {
+            mask_dilation: 0,
+            ..mi.refinement()
+        };
+        let g = register(&sd[0], &sd[i], Some(mask), &id, &mi0)
+            .unwrap()
+            .matrix;
+        println!(
+            "   sd MI finest {}; sd MI finest brain {}",
+            fmt(&f),
+            fmt(&g)
+        );
+        println!(
+            "{} b={:.0} vs b={:.0}: both straight to b=0, relative {}; estimate's relative {}; sd LS {}; sd LS brain {}; sd MI {}; mean MI {}",
+            dir.display(),
+            sh[i].bvalue,
+            sh[0].bvalue,
+            fmt(&rel),
+            fmt(&(new[0].try_inverse().unwrap() * new[i])),
+            fmt(&a),
+            fmt(&a0),
+            fmt(&b),
+            fmt(&c)
         );
     }
 }

@@ -2,15 +2,15 @@
 //! registers realigned means of different contrasts by mutual information, which such a
 //! shading biases. Checked against the simulator's truth (its own shading field and its true
 //! motion): [`nifreeze::estimate::shading::estimate`] recovers the field, and
-//! [`nifreeze::estimate::shell_links`] links shells realigned with the true motion to the same
+//! [`nifreeze::estimate::links_to_b0`] links shells realigned with the true motion to the same
 //! place whether the scanner has a shading or not (the same phantom simulated both ways).
 //! Mutual information between contrasts keeps a bias of its own (0.1–0.2 mm at 4 mm voxels
 //! with one mask, mostly along the head's long axis, in a direction the mask decides),
-//! shading or not; `shell_links` halves it by averaging two masks (checked below too).
+//! shading or not; `links_to_b0` halves it by averaging two masks (checked below too).
 
 use nalgebra::Matrix4;
 use nifreeze::estimate::shading;
-use nifreeze::estimate::shell_links;
+use nifreeze::estimate::{links_to_b0, shell_links, ShellImage};
 use nifreeze::image::{Mask, Series, Volume};
 use nifreeze::io::gradients::shells;
 use nifreeze::registration::{register, resample, Interpolation, RegistrationConfig};
@@ -138,7 +138,7 @@ fn check_field(est: &shading::Shading, min_corr: f64, max_resid: f64) {
 }
 
 /// Each shell's link for `sim`, every volume realigned with its TRUE motion: with the
-/// shading divided out ([`shell_links`]) and by mutual information of the means as they are.
+/// shading divided out ([`links_to_b0`]) and by mutual information of the means as they are.
 fn links(sim: &Simulation) -> (Vec<Matrix4<f64>>, Vec<Matrix4<f64>>) {
     let n = sim.n_volumes;
     let series = Series::new(sim.grid.clone(), n, sim.data.clone());
@@ -168,7 +168,7 @@ fn links(sim: &Simulation) -> (Vec<Matrix4<f64>>, Vec<Matrix4<f64>>) {
                 .matrix
         })
         .collect();
-    (shell_links(&reference, &means, &sim.mask).unwrap(), plain)
+    (links_to_b0(&reference, &means, &sim.mask).unwrap(), plain)
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn scanner_fixed_shading_does_not_bias_the_shell_link() {
         worst_plain = worst_plain.max(error(&plain_with[i], &shaded.mask));
     }
     // Measured (4 mm, seed 11): worst shell (b=2000) 0.085 mm with the shading divided out and
-    // the two masks of `shell_links` (0.192 mm with the dilated mask alone, before 2026-12-03
+    // the two masks of `links_to_b0` (0.192 mm with the dilated mask alone, before 2026-12-03
     // third session; b=1000 0.065 against 0.126), 0.315 mm by MI of the means as they are (the
     // phantom without shading: b=1000 / b=2000 0.079 / 0.126 mm with both, 0.102 / 0.179 by MI
     // as it is).
@@ -202,4 +202,69 @@ fn scanner_fixed_shading_does_not_bias_the_shell_link() {
         worst < 0.75 * worst_plain,
         "dividing the shading out: {worst} mm, as it is: {worst_plain} mm"
     );
+}
+
+/// The shells against each other: what `estimate` links ([`shell_links`]: the lowest shell's
+/// mean to the b=0 mean, the other shells to the lowest through their spread over
+/// directions) against every shell straight to the b=0 mean ([`links_to_b0`]), every volume
+/// realigned with its TRUE motion, so the right links are all the identity.
+#[test]
+fn shells_link_to_each_other_through_their_spread() {
+    let (sim, _) = pair();
+    let n = sim.n_volumes;
+    let series = Series::new(sim.grid.clone(), n, sim.data.clone());
+    let vols: Vec<Vec<f32>> = (0..n)
+        .map(|k| {
+            resample(
+                &series.to_volume(k),
+                &series.grid,
+                &sim.motions[k].matrix,
+                Interpolation::CubicBSpline,
+            )
+            .data
+        })
+        .collect();
+    let data = Series::from_volumes(series.grid.clone(), &vols);
+    let reference = mean_of(&data, &sim.gradients.b0_indices(50.0));
+    let sh = shells(&sim.gradients, 50.0);
+    let images: Vec<ShellImage> = sh
+        .iter()
+        .map(|s| {
+            let mean = mean_of(&data, &s.indices);
+            let m = s.indices.len() as f64;
+            let spread = (0..sim.grid.len())
+                .map(|i| {
+                    let v = s
+                        .indices
+                        .iter()
+                        .map(|&k| (data.volume(k)[i] - mean.data[i]) as f64)
+                        .map(|d| d * d)
+                        .sum::<f64>()
+                        / m;
+                    v.sqrt() as f32
+                })
+                .collect();
+            ShellImage {
+                spread: Volume::new(sim.grid.clone(), spread),
+                mean,
+                volumes: s.indices.len(),
+            }
+        })
+        .collect();
+    let means: Vec<Volume> = images.iter().map(|s| s.mean.clone()).collect();
+    let straight = links_to_b0(&reference, &means, &sim.mask).unwrap();
+    let linked = shell_links(&reference, &images, &sim.mask).unwrap();
+    let relative = |l: &[Matrix4<f64>]| error(&(l[0].try_inverse().unwrap() * l[1]), &sim.mask);
+    println!(
+        "b=2000 against b=1000: {:.4} mm through the spread, {:.4} mm both straight to b=0; b=1000 to b=0 {:.4} / {:.4} mm",
+        relative(&linked),
+        relative(&straight),
+        error(&linked[0], &sim.mask),
+        error(&straight[0], &sim.mask),
+    );
+    // Measured (4 mm, 16 directions per shell, seed 11): 0.0352 mm through the spread, 0.0640
+    // mm both straight to b=0 (at 2.5 mm and 32 directions, benches/link.rs: 0.013 against
+    // 0.042). The lowest shell is linked straight to b=0 either way, to the bit.
+    assert_eq!(linked[0], straight[0]);
+    assert!(relative(&linked) < 0.7 * relative(&straight));
 }

@@ -12,10 +12,10 @@ use rayon::prelude::*;
 /// alignment of shells"). Volumes registered to model predictions agree with each other far
 /// better than with the b=0 reference, but a whole shell can sit a little off the reference
 /// (the per-volume mutual information of the bootstrap is biased by ~0.08 mm on the bench
-/// phantom, and the model passes keep a shell's frame). So each shell's realigned mean — sharp
-/// and with little noise — is registered once more by mutual information to the reference
-/// ([`shell_links`]), after dividing the coil shading out of all of them, and the correction
-/// is composed into the shell's transforms.
+/// phantom, and the model passes keep a shell's frame). So each shell is realigned once more,
+/// its mean and its spread over directions summed, and the lowest shell's mean — sharp and
+/// with little noise — is registered to the reference, the other shells to the lowest through
+/// their spread ([`shell_links`]); the correction is composed into each shell's transforms.
 ///
 /// Measured with the true motion (`benches/link.rs`, 2026-12-03), error of the b=1000 / b=2000
 /// link straight to the b=0 mean (mm, dilated mask only: before the two masks below), MI of the means as they are → with the shading divided
@@ -41,30 +41,47 @@ pub fn link_shells(run: &Run, data: &mut Dataset, reference: &Volume) -> Result<
         total,
     });
     let series = data.working();
-    // Each mean is summed in volume order from a few realigned volumes at a time (never a
-    // realigned copy of the shell: half the series on a two-shell protocol).
+    // Each shell's mean and spread are summed in volume order from a few realigned volumes at
+    // a time (never a realigned copy of the shell: half the series on a two-shell protocol).
     let batch = 2 * rayon::current_num_threads().max(1);
-    let means: Vec<Volume> = data
+    let images: Vec<ShellImage> = data
         .shells
         .iter()
         .map(|sh| {
-            let mut acc = vec![0f64; series.grid.len()];
+            let mut sum = vec![0f64; series.grid.len()];
+            let mut squares = vec![0f64; series.grid.len()];
             for ks in sh.indices.chunks(batch) {
                 let aligned = realign_subset(series, ks, &data.transforms);
                 for k in 0..aligned.n_volumes {
-                    acc.iter_mut()
+                    for ((a, q), &v) in sum
+                        .iter_mut()
+                        .zip(squares.iter_mut())
                         .zip(aligned.volume(k).iter())
-                        .for_each(|(a, &v)| *a += v as f64);
+                    {
+                        let v = v as f64;
+                        *a += v;
+                        *q += v * v;
+                    }
                 }
             }
             let n = sh.indices.len() as f64;
-            Volume::new(
-                series.grid.clone(),
-                acc.iter().map(|&a| (a / n) as f32).collect(),
-            )
+            let mean: Vec<f64> = sum.iter().map(|&a| a / n).collect();
+            let spread = squares
+                .iter()
+                .zip(&mean)
+                .map(|(&q, &m)| (q / n - m * m).max(0.0).sqrt() as f32)
+                .collect();
+            ShellImage {
+                mean: Volume::new(
+                    series.grid.clone(),
+                    mean.iter().map(|&m| m as f32).collect(),
+                ),
+                spread: Volume::new(series.grid.clone(), spread),
+                volumes: sh.indices.len(),
+            }
         })
         .collect();
-    let links = shell_links(reference, &means, data.mask)?;
+    let links = shell_links(reference, &images, data.mask)?;
     for (s, (sh, link)) in data.shells.iter().zip(links).enumerate() {
         for &k in &sh.indices {
             data.transforms[k] *= link;
@@ -78,9 +95,78 @@ pub fn link_shells(run: &Run, data: &mut Dataset, reference: &Volume) -> Result<
     Ok(())
 }
 
-/// The link of each shell: the correction (reference → shell mean) that registers the shell's
-/// realigned mean to the b=0 reference by mutual information, after dividing the coil shading
-/// out of all of them ([`shading`]: fixed in the scanner, so about the same in every realigned
+/// One diffusion-weighted shell realigned into the reference frame: what the link reads.
+pub struct ShellImage {
+    /// The mean of the shell's realigned volumes.
+    pub mean: Volume,
+    /// Their standard deviation per voxel: the signal's spread over gradient directions
+    /// (anisotropy, sharp along white-matter tracts) plus the noise.
+    pub spread: Volume,
+    /// How many volumes the shell has.
+    pub volumes: usize,
+}
+
+/// Fewest volumes for a shell's spread over directions to be a map worth registering (a few
+/// directions already show the tracts; one shows nothing). Shells with fewer are linked
+/// straight to the b=0 reference.
+pub const MIN_SPREAD_VOLUMES: usize = 6;
+
+/// The link of each shell (ascending b, as [`crate::io::gradients::shells`] lists them): the
+/// correction (reference → shell frame) composed into its volumes' transforms.
+///
+/// The lowest shell with at least [`MIN_SPREAD_VOLUMES`] volumes is the anchor: its mean is
+/// registered to the b=0 reference across contrasts ([`links_to_b0`]). Every other such shell
+/// is registered to the anchor through the maps of their spread over directions, a contrast
+/// the shells share (the tracts' anisotropy, the same anatomy at every b), by mutual
+/// information; its link is that registration composed after the anchor's. Shells with fewer
+/// volumes are linked straight to the reference.
+///
+/// Why: the scorer, and any user comparing volumes, sees the shells' offsets from *each other*
+/// far more than from the few b=0 volumes, and two cross-contrast links carry two biases in
+/// the same direction but of different size (b=2000 about twice b=1000 on our simulator).
+/// Measured with the true motion (`benches/link.rs`, LINK_ANISO, 2026-12-03 seventh session),
+/// error of the b=2000 shell relative to the b=1000 shell (mm): both linked to b=0 (the
+/// two-mask links) → through the spread maps: own d11 0.042 → 0.013, d12 0.029 → 0.014, d13
+/// 0.064 → 0.025, UKB-size 0.028 → 0.006, d11 at SNR 1000 0.027 → 0.009; shared bench 0.014 →
+/// 0.003, bench_artefacts 0.023 → 0.013. Least squares on the spread maps instead (a fitted
+/// scale and offset) was worse on bench_artefacts (0.051: eddy-current residue scales with b)
+/// and d13 (0.053); the means of the two shells by mutual information 0.015–0.100.
+pub fn shell_links(
+    reference: &Volume,
+    shells: &[ShellImage],
+    mask: &Mask,
+) -> Result<Vec<Matrix4<f64>>> {
+    let anchor = shells.iter().position(|s| s.volumes >= MIN_SPREAD_VOLUMES);
+    let direct: Vec<usize> = (0..shells.len())
+        .filter(|&s| Some(s) == anchor || shells[s].volumes < MIN_SPREAD_VOLUMES)
+        .collect();
+    let means: Vec<&Volume> = shells.iter().map(|s| &s.mean).collect();
+    let to_b0 = links_of(reference, &means, &direct, mask)?;
+    let mut links = vec![Matrix4::identity(); shells.len()];
+    for (&s, l) in direct.iter().zip(to_b0) {
+        links[s] = l;
+    }
+    let Some(a) = anchor else {
+        return Ok(links);
+    };
+    // Every shell starts within a fraction of a voxel of the anchor: the finest level alone.
+    let cfg = RegistrationConfig::mutual_information().refinement();
+    let fixed = prepare(&shells[a].spread, Some(mask), &cfg)?;
+    let id = Matrix4::identity();
+    let others: Vec<usize> = (0..shells.len()).filter(|s| !direct.contains(s)).collect();
+    let relative: Vec<Matrix4<f64>> = others
+        .par_iter()
+        .map(|&s| Ok(fixed.register(&shells[s].spread, &id)?.matrix))
+        .collect::<Result<_>>()?;
+    for (&s, r) in others.iter().zip(relative) {
+        links[s] = r * links[a];
+    }
+    Ok(links)
+}
+
+/// The link of each mean straight to the b=0 reference: the correction (reference → shell
+/// mean) that registers the shell's realigned mean to the b=0 reference by mutual information,
+/// after dividing the coil shading out of all of them ([`shading`]: fixed in the scanner, so about the same in every realigned
 /// mean; estimated from the reference and the means together). Each shell is registered twice,
 /// inside the brain `mask` dilated as [`RegistrationConfig::mutual_information`] does and
 /// inside the brain mask alone, and the link is the rigid transform halfway between the two
@@ -104,8 +190,23 @@ pub fn link_shells(run: &Run, data: &mut Dataset, reference: &Volume) -> Result<
 /// d11–d13 (DKI) 0.0289 / 0.0711 → 0.0289 / 0.0709, 0.0313 / 0.0865 and 0.0356 / 0.0724
 /// unchanged; UKB-size DKI 0.0297 / 0.0735 → 0.0297 / 0.0734. Link CPU on the bench DTI run
 /// 4.2 → 3.0 s.
-pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<Vec<Matrix4<f64>>> {
-    let channels: Vec<&Volume> = std::iter::once(reference).chain(means).collect();
+pub fn links_to_b0(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<Vec<Matrix4<f64>>> {
+    let means: Vec<&Volume> = means.iter().collect();
+    let all: Vec<usize> = (0..means.len()).collect();
+    links_of(reference, &means, &all, mask)
+}
+
+/// [`links_to_b0`] of the means listed in `which` only, the shading still estimated from the
+/// reference and every mean (the same field, and the same links, as linking them all).
+fn links_of(
+    reference: &Volume,
+    means: &[&Volume],
+    which: &[usize],
+    mask: &Mask,
+) -> Result<Vec<Matrix4<f64>>> {
+    let channels: Vec<&Volume> = std::iter::once(reference)
+        .chain(means.iter().copied())
+        .collect();
     let flat = shading::estimate(&channels, mask);
     let flatten = |v: &Volume| match &flat {
         Some(sh) => sh.correct_volume(v),
@@ -131,10 +232,10 @@ pub fn shell_links(reference: &Volume, means: &[Volume], mask: &Mask) -> Result<
         || prepare(&reference, Some(mask), &brain),
     );
     let (dilated, brain) = (dilated?, brain?);
-    means
+    which
         .par_iter()
-        .map(|m| {
-            let m = flatten(m);
+        .map(|&s| {
+            let m = flatten(means[s]);
             let (a, b) = rayon::join(|| dilated.register(&m, &id), || brain.register(&m, &id));
             Ok(mean_rigid(&a?.matrix, &b?.matrix))
         })

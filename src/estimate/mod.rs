@@ -23,8 +23,9 @@
 //!    ([`outlier_stage::outlier_stage`]), registers each original volume to its prediction
 //!    starting from its current estimate, and (eddy-current model) applies the second-level
 //!    field model.
-//! 5. **Shell link** ([`link::link_shells`]): each shell's realigned mean is tied once more to
-//!    the reference.
+//! 5. **Shell link** ([`link::link_shells`]): the lowest shell's realigned mean is tied once
+//!    more to the reference, every other shell to the lowest through their spread over
+//!    gradient directions.
 //!
 //! Every per-volume loop runs through [`par_volumes`]. Because a pass fits a fixed snapshot,
 //! the volumes of one pass are independent of each other: they run in parallel, and the result
@@ -41,7 +42,7 @@ pub mod shading;
 pub use dataset::{
     drift_corrected, median_volume, processing_order, realign, realign_at, realign_volume, Dataset,
 };
-pub use link::shell_links;
+pub use link::{links_to_b0, shell_links, ShellImage, MIN_SPREAD_VOLUMES};
 pub use outlier_stage::OutlierStage;
 pub use passes::{fit_groups, sanitize_prediction, voxel_maxima, FitGroup, DTI_MIN_SHELL_VOLUMES};
 
