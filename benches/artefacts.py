@@ -21,7 +21,8 @@ Suites (`--suite`, repeatable; default all):
             back (time ratio), and bench_artefacts with dki.
 
 Usage: python3 benches/artefacts.py [--suite outliers] [--work /tmp/nifreeze-artefacts]
-                                     [--shared ../shared] [--jobs 2] [--out FILE.md]
+                                     [--shared ../shared] [--jobs 2] [--model dti|dki]
+                                     [--out FILE.md]
 Needs numpy, nibabel and scipy (for the --repol check). Prints a markdown report with the date,
 commit and machine load; exit 1 if a run fails.
 """
@@ -192,7 +193,7 @@ def suite_outliers(a, lines):
     lines += ["### Outliers and drift (issue 11): own phantoms, 10 % dropout volumes, 5 % drift, "
               "rigid motion only", "",
               "`simulate --dropout 0.1 --drift 5 --clean --seed S` (bench design); `estimate "
-              "--model dti --transform rigid --repol`, and once more without `--repol`.", "",
+              f"--model {a.model} --transform rigid --repol`, and once more without `--repol`.", "",
               "| phantom | median / worst (mm) | dropout vols / others, mean (mm) | ratio | "
               "recall | precision | RMS vs clean on dropout slices: repol / kept | wall (s) |",
               "|---|---|---|---|---|---|---|---|"]
@@ -201,8 +202,8 @@ def suite_outliers(a, lines):
                                             "--drift", "5", "--clean"])
         er = os.path.join(a.work, f"ol{seed}_repol")
         ep = os.path.join(a.work, f"ol{seed}_plain")
-        wall = estimate(ph, er, ["--model", "dti", "--repol"], a.jobs)
-        estimate(ph, ep, ["--model", "dti"], a.jobs)
+        wall = estimate(ph, er, ["--model", a.model, "--repol"], a.jobs)
+        estimate(ph, ep, ["--model", a.model], a.jobs)
         rep = compare(ph, er)
         d, o = dropout_volume_ratio(ph, rep)
         det = rep.get("dropout_detection", {})
@@ -221,7 +222,7 @@ def suite_outliers(a, lines):
             lines.append(f"| {name} | SKIPPED: {ph} missing | | | | | | |")
             continue
         est = os.path.join(a.work, f"{name}_ol")
-        wall = estimate(ph, est, ["--model", "dti", "--no-resample"] + args, a.jobs)
+        wall = estimate(ph, est, ["--model", a.model, "--no-resample"] + args, a.jobs)
         rep = compare(ph, est)
         m = rep["aligned_mean_mm"]
         det = rep.get("dropout_detection", {})
@@ -294,7 +295,7 @@ def suite_bench_dropouts(a, lines):
     lines += ["### Outliers and drift (issue 11): the shared bench with dropouts and drift added",
               "", "The shared bench phantom (another generator; 0.023 / 0.058 mm without "
               "artefacts with the same options, 0 outlier slices) with 10 % dropout volumes (1–3 interleaved slices at 5–40 %) and a 5 % "
-              "drift added to its acquired data, 3 seeds; `estimate --model dti --transform "
+              "drift added to its acquired data, 3 seeds; `estimate --model " + a.model + " --transform "
               "rigid --no-resample`.", "",
               "| phantom | median / worst (mm) | dropout vols / others, mean (mm) | ratio | "
               "recall | precision | wall (s) |", "|---|---|---|---|---|---|---|"]
@@ -304,7 +305,7 @@ def suite_bench_dropouts(a, lines):
     for seed in OUTLIER_SEEDS:
         ph = inject(a.shared, a.work, seed)
         est = os.path.join(a.work, f"benchdrop{seed}_est")
-        wall = estimate(ph, est, ["--model", "dti", "--no-resample"], a.jobs)
+        wall = estimate(ph, est, ["--model", a.model, "--no-resample"], a.jobs)
         rep = compare(ph, est)
         d, o = dropout_volume_ratio(ph, rep)
         det = rep.get("dropout_detection", {})
@@ -359,6 +360,8 @@ def main():
     p.add_argument("--work", default="/tmp/nifreeze-artefacts")
     p.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--model", default="dti", choices=["dti", "dki"],
+                   help="model of the outliers and bench-dropouts suites (default dti)")
     p.add_argument("--out", help="also write the markdown here")
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
