@@ -380,10 +380,11 @@ fn aniso(
     };
     for (i, x) in sh.iter().enumerate() {
         println!(
-            "{} b={:.0}: estimate link {}",
+            "{} b={:.0}: straight to b=0 (two masks) {}; estimate's link {}",
             dir.display(),
             x.bvalue,
-            fmt(&links[i])
+            fmt(&links[i]),
+            fmt(&new[i])
         );
     }
     let ls = RegistrationConfig::rigid();
