@@ -187,7 +187,9 @@ fn eddy_reads_the_sidecar_and_reports_the_field() {
     let s = summary(&a);
     assert_eq!(s["parameters"]["transform"], "eddy");
     assert_eq!(s["parameters"]["pe_dir"], "j-");
-    assert_eq!(s["parameters"]["passes"], 2);
+    // DTI: one pass, as with rigid transforms (the eddy-family bootstrap made the second
+    // pass lose accuracy, as it does for rigid DTI on multi-shell data)
+    assert_eq!(s["parameters"]["passes"], 1);
     assert!(s["parameters"]["pe_dir_source"]
         .as_str()
         .unwrap()

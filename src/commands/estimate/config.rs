@@ -21,13 +21,16 @@ impl TryFrom<&EstimateArgs> for EstimateConfig {
             ModelChoice::B0 => Target::B0,
         };
         // Measured defaults (README, "How estimate works"): a second DTI pass loses accuracy
-        // on multi-shell data, a second DKI pass gains a little.
-        // With the eddy-current model, the first pass fits data still distorted; the second
-        // fits data corrected for the first pass's field (shared artefact phantom, DTI: 2 passes
-        // 0.098 / 0.245 mm, 3 passes 0.111 / 0.250 mm, median / worst).
-        let passes = args.passes.unwrap_or(match (target, args.transform) {
-            (Target::Model(ModelKind::Dki), _) => 2,
-            (Target::Model(_), TransformChoice::Eddy) => 2,
+        // on multi-shell data, a second DKI pass gains a little. The same holds with the
+        // eddy-current model since its bootstrap searches the eddy family (the first pass no
+        // longer fits data still distorted; it once needed two DTI passes). `estimate
+        // --transform eddy --model dti -j 2`, median / worst mm, 2 passes → 1 (benches/README.md,
+        // seventh session): bench 0.0239 / 0.0682 → 0.0226 / 0.0561, bench_artefacts
+        // 0.0263 / 0.0863 → 0.0270 / 0.0879, own `--ec 1` seeds 21–25 and two with dropouts and
+        // drift all better (seed 23 0.0613 / 0.1281 → 0.0515 / 0.1038); DKI keeps two (bench_artefacts
+        // 0.0252 / 0.0915 with two, 0.0290 / 0.0923 with one).
+        let passes = args.passes.unwrap_or(match target {
+            Target::Model(ModelKind::Dki) => 2,
             _ => 1,
         });
         if passes == 0 {

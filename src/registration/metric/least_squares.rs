@@ -126,14 +126,7 @@ impl FixedSamples {
             .par_chunks(CHUNK * width)
             .map(|chunk| {
                 let mut h = vec![0.0; width * width];
-                for r in chunk.chunks_exact(width) {
-                    for a in 0..width {
-                        let ra = r[a];
-                        for b in a..width {
-                            h[a * width + b] += ra * r[b];
-                        }
-                    }
-                }
+                gram(chunk, width, &mut h);
                 h
             })
             .collect();
@@ -234,6 +227,56 @@ impl FixedSamples {
     }
 }
 
+/// Add `Σ r·rᵀ` over the rows of `chunk` (`width` values each, in order) into `h` (row-major
+/// `width × width`; only the upper triangle is read by the caller).
+///
+/// Every entry is the same ordered sum of the same products as a plain triangular loop (no
+/// fused multiply-add), so the result is the same bits; the full square with the width known
+/// at compile time lets the compiler vectorise it (with AVX2 where the CPU has it). The eddy
+/// model's 14-wide affine rows made this loop ~2.5 % of a bench eddy run.
+fn gram(chunk: &[f64], width: usize, h: &mut [f64]) {
+    #[inline(always)]
+    fn body<const W: usize>(chunk: &[f64], h: &mut [f64]) {
+        let h = &mut h[..W * W];
+        for r in chunk.chunks_exact(W) {
+            let r: &[f64; W] = r.try_into().expect("W values");
+            for (a, row) in h.chunks_exact_mut(W).enumerate() {
+                let ra = r[a];
+                for (hb, &rb) in row.iter_mut().zip(r) {
+                    *hb += ra * rb;
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn body_avx2<const W: usize>(chunk: &[f64], h: &mut [f64]) {
+        body::<W>(chunk, h)
+    }
+    fn dispatch<const W: usize>(chunk: &[f64], h: &mut [f64]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { body_avx2::<W>(chunk, h) };
+        }
+        body::<W>(chunk, h)
+    }
+    match width {
+        8 => dispatch::<8>(chunk, h),
+        14 => dispatch::<14>(chunk, h),
+        _ => {
+            for r in chunk.chunks_exact(width) {
+                for a in 0..width {
+                    let ra = r[a];
+                    for b in a..width {
+                        h[a * width + b] += ra * r[b];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The least-squares metric of one level: fixed samples, the moving interpolant and the maps
 /// between the grids. What [`super::super::optimize::gauss_newton`] iterates on.
 pub struct LeastSquares<'a> {
@@ -282,5 +325,35 @@ impl Metric for LeastSquares<'_> {
             .map(|k| 2.0 * a * (e.xtw[k] - a * nm[(k, 0)] - b * nm[(k, 1)]) / n)
             .collect();
         (value.max(0.0), super::reduce(&rows, inc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised Gram sum is the plain triangular loop, bit for bit, for both widths.
+    #[test]
+    fn gram_is_the_plain_triangular_sum() {
+        for width in [8usize, 14] {
+            let rows: Vec<f64> = (0..(37 * width) as u64)
+                .map(|n| crate::registration::pyramid::hash3(n)[0] * 1e3 + 1.0 / (n as f64 + 3.0))
+                .collect();
+            let mut h = vec![0.0; width * width];
+            gram(&rows, width, &mut h);
+            let mut plain = vec![0.0; width * width];
+            for r in rows.chunks_exact(width) {
+                for a in 0..width {
+                    for b in a..width {
+                        plain[a * width + b] += r[a] * r[b];
+                    }
+                }
+            }
+            for a in 0..width {
+                for b in a..width {
+                    assert_eq!(h[a * width + b].to_bits(), plain[a * width + b].to_bits());
+                }
+            }
+        }
     }
 }
