@@ -17,8 +17,8 @@ Suites (`--suite`, repeatable; default all):
             without `--repol`). Plus the shared bench (false positives on clean data) and
             bench_artefacts (detection on another generator's dropouts).
   eddy      `--ec 1` phantoms: 3 seeds at 2.5 mm, one at 2 mm, one oblique (20 deg), each with
-            `--transform eddy`; the shared bench and bench_artefacts with eddy and rigid back to
-            back (time ratio), and bench_artefacts with dki.
+            `--transform eddy`, dti and dki; the shared bench and bench_artefacts with eddy, rigid
+            (back to back: time ratio) and affine, and bench_artefacts with dki.
 
 Usage: python3 benches/artefacts.py [--suite outliers] [--work /tmp/nifreeze-artefacts]
                                      [--shared ../shared] [--jobs 2] [--model dti|dki]
@@ -340,17 +340,19 @@ def suite_eddy(a, lines):
     lines += ["### Eddy currents (issue 10): `--transform eddy`, scored against the full maps", "",
               "`simulate --ec 1 --pe-dir j` plus the options shown (bench design otherwise); "
               "`estimate --transform eddy --pe-dir j --no-resample`. On the shared phantoms the "
-              "same with `--transform rigid`, run back to back, for the time ratio.", "",
+              "same with `--transform rigid`, run back to back, for the time ratio (one run "
+              "each: `benches/eddy_cost.sh` repeats them), and with `--transform affine`.", "",
               "| phantom | model | eddy: median / worst (mm) | rigid: median / worst (mm) | "
-              "wall eddy / rigid (s) | ratio |", "|---|---|---|---|---|---|"]
+              "affine: median / worst (mm) | wall eddy / rigid (s) | ratio |",
+              "|---|---|---|---|---|---|---|"]
     cases = [(lab, simulate(a.work, f"ec{args[1]}", ["--ec", "1", "--pe-dir", "j"] + args),
-              "dti", False) for lab, args in EDDY_CASES]
+              model, False) for model in ("dti", "dki") for lab, args in EDDY_CASES]
     for name in ("bench", "bench_artefacts"):
         ph = os.path.join(a.shared, "phantoms", name)
         if os.path.isdir(ph):
             cases.append((name, ph, "dti", True))
         else:
-            lines.append(f"| {name} | SKIPPED: {ph} missing | | | | |")
+            lines.append(f"| {name} | SKIPPED: {ph} missing | | | | | |")
     ba = os.path.join(a.shared, "phantoms", "bench_artefacts")
     if os.path.isdir(ba):
         cases.append(("bench_artefacts", ba, "dki", False))
@@ -360,15 +362,19 @@ def suite_eddy(a, lines):
         we = estimate(ph, ee, ["--model", model, "--transform", "eddy", "--pe-dir", "j",
                                "--no-resample"], a.jobs)
         e = compare(ph, ee, artefacts=False)["aligned_mean_mm"]
-        rigid, walls, ratio = "—", f"{we:.0f} / —", "—"
+        rigid, affine, walls, ratio = "—", "—", f"{we:.0f} / —", "—"
         if with_rigid:
             er = os.path.join(a.work, f"{tag}_{model}_rigid")
             wr = estimate(ph, er, ["--model", model, "--no-resample"], a.jobs)
             r = compare(ph, er, artefacts=False)["aligned_mean_mm"]
             rigid, walls, ratio = (f"{fmt(r['median'])} / {fmt(r['max'])}", f"{we:.0f} / {wr:.0f}",
                                    f"{we / wr:.2f}")
+            ea = os.path.join(a.work, f"{tag}_{model}_affine")
+            estimate(ph, ea, ["--model", model, "--transform", "affine", "--no-resample"], a.jobs)
+            f = compare(ph, ea, artefacts=False)["aligned_mean_mm"]
+            affine = f"{fmt(f['median'])} / {fmt(f['max'])}"
         lines.append(f"| {lab} | {model} | {fmt(e['median'])} / {fmt(e['max'])} | {rigid} | "
-                     f"{walls} | {ratio} |")
+                     f"{affine} | {walls} | {ratio} |")
         print(lines[-1], flush=True)
     lines.append("")
 
