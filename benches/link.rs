@@ -395,28 +395,25 @@ fn aniso(
     let mi = RegistrationConfig::mutual_information();
     for i in 1..sh.len() {
         let rel = links[0].try_inverse().unwrap() * links[i];
-        let a = register(&sd[0], &sd[i], Some(mask), &id, &ls)
-            .unwrap()
-            .matrix;
-        let a0 = register(&sd[0], &sd[i], Some(mask), &id, &ls0)
-            .unwrap()
-            .matrix;
-        let b = register(&sd[0], &sd[i], Some(mask), &id, &mi)
-            .unwrap()
-            .matrix;
+        let spread = |cfg: &RegistrationConfig| {
+            register(&sd[0], &sd[i], Some(mask), &id, cfg)
+                .unwrap()
+                .matrix
+        };
+        let (a, a0, b, f) = (
+            spread(&ls),
+            spread(&ls0),
+            spread(&mi),
+            spread(&mi.refinement()),
+        );
         let c = register(&means[0], &means[i], Some(mask), &id, &mi)
-            .unwrap()
-            .matrix;
-        let f = register(&sd[0], &sd[i], Some(mask), &id, &mi.refinement())
             .unwrap()
             .matrix;
         let mi0 = RegistrationConfig {
             mask_dilation: 0,
             ..mi.refinement()
         };
-        let g = register(&sd[0], &sd[i], Some(mask), &id, &mi0)
-            .unwrap()
-            .matrix;
+        let g = spread(&mi0);
         println!(
             "   sd MI finest {}; sd MI finest brain {}",
             fmt(&f),

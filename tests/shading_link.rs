@@ -137,12 +137,10 @@ fn check_field(est: &shading::Shading, min_corr: f64, max_resid: f64) {
     assert!(sd(&resid) < max_resid * sd(&t), "residual {}", sd(&resid));
 }
 
-/// Each shell's link for `sim`, every volume realigned with its TRUE motion: with the
-/// shading divided out ([`links_to_b0`]) and by mutual information of the means as they are.
-fn links(sim: &Simulation) -> (Vec<Matrix4<f64>>, Vec<Matrix4<f64>>) {
-    let n = sim.n_volumes;
-    let series = Series::new(sim.grid.clone(), n, sim.data.clone());
-    let vols: Vec<Vec<f32>> = (0..n)
+/// `sim`'s series with every volume realigned with its TRUE motion.
+fn realigned(sim: &Simulation) -> Series {
+    let series = Series::new(sim.grid.clone(), sim.n_volumes, sim.data.clone());
+    let vols: Vec<Vec<f32>> = (0..sim.n_volumes)
         .map(|k| {
             resample(
                 &series.to_volume(k),
@@ -153,7 +151,13 @@ fn links(sim: &Simulation) -> (Vec<Matrix4<f64>>, Vec<Matrix4<f64>>) {
             .data
         })
         .collect();
-    let data = Series::from_volumes(series.grid.clone(), &vols);
+    Series::from_volumes(series.grid.clone(), &vols)
+}
+
+/// Each shell's link for `sim`, every volume realigned with its TRUE motion: with the
+/// shading divided out ([`links_to_b0`]) and by mutual information of the means as they are.
+fn links(sim: &Simulation) -> (Vec<Matrix4<f64>>, Vec<Matrix4<f64>>) {
+    let data = realigned(sim);
     let reference = mean_of(&data, &sim.gradients.b0_indices(50.0));
     let means: Vec<Volume> = shells(&sim.gradients, 50.0)
         .iter()
@@ -211,20 +215,7 @@ fn scanner_fixed_shading_does_not_bias_the_shell_link() {
 #[test]
 fn shells_link_to_each_other_through_their_spread() {
     let (sim, _) = pair();
-    let n = sim.n_volumes;
-    let series = Series::new(sim.grid.clone(), n, sim.data.clone());
-    let vols: Vec<Vec<f32>> = (0..n)
-        .map(|k| {
-            resample(
-                &series.to_volume(k),
-                &series.grid,
-                &sim.motions[k].matrix,
-                Interpolation::CubicBSpline,
-            )
-            .data
-        })
-        .collect();
-    let data = Series::from_volumes(series.grid.clone(), &vols);
+    let data = realigned(sim);
     let reference = mean_of(&data, &sim.gradients.b0_indices(50.0));
     let sh = shells(&sim.gradients, 50.0);
     let images: Vec<ShellImage> = sh
