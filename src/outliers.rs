@@ -10,7 +10,8 @@
 //! volume at the brain's top and bottom) and per shell, so each (shell, slice) is standardised
 //! across the shell's volumes with the median and the MAD (robust: a few dropouts must not
 //! inflate the spread that judges them; eddy uses mean and standard deviation). The score is
-//! z = (r − median) / (1.4826 · MAD); slices with z < −threshold are outliers.
+//! z = (r − median) / (1.4826 · MAD); slices with z < −threshold that also lost at least 10 %
+//! beyond the median (r − median < −0.1, [`MIN_SIGNAL_LOSS`]) are outliers.
 //!
 //! Two measured refinements (4 mm phantom, 32 DW volumes, 10 dropout slices, DTI):
 //! - the slice's r minus the mean r of its two neighbouring slices is what is standardised:
@@ -402,6 +403,32 @@ mod tests {
         let t = detect(&sums, &[(0..12).collect()], &[1000.0; 12], &cfg);
         assert!(t.rows.is_empty(), "{:?}", t.rows);
         assert!(t.scores.iter().flatten().all(|z| z.abs() < 4.0));
+    }
+
+    /// A slice far outside its spread in units of the spread but with a small loss (an edge
+    /// slice whose few volumes agree closely) is not an outlier; the same slice losing half
+    /// its signal is.
+    #[test]
+    fn a_small_loss_is_not_an_outlier_whatever_its_score() {
+        let cfg = OutlierConfig {
+            threshold: 4.0,
+            slice_axis: 2,
+            min_voxels: 50,
+        };
+        let shell: Vec<usize> = (0..12).collect();
+        for (keep, flagged) in [(0.96, false), (0.5, true)] {
+            let mut sums = toy();
+            sums[3] = sums[2].clone();
+            sums[7] = sums[6].clone();
+            sums[4].as_mut().unwrap().observed[2] *= keep;
+            let t = detect(&sums, &[shell.clone()], &[1000.0; 12], &cfg);
+            assert!(
+                t.scores[4][2] < -cfg.threshold,
+                "keep {keep}: {}",
+                t.scores[4][2]
+            );
+            assert_eq!(t.is_outlier(4, 2), flagged, "keep {keep}: {:?}", t.rows);
+        }
     }
 
     #[test]

@@ -174,7 +174,8 @@ pub struct EstimateArgs {
     /// Outlier slices (signal dropouts): a slice is an outlier when its mean signal, compared
     /// with the model's prediction and with its neighbouring slices, lies more than Z robust
     /// standard deviations below the other volumes of its shell (like eddy's --ol_nstd, whose
-    /// default is 4; a sign is ignored, -6 = 6). Measured: dropouts keeping <= 40 % of their
+    /// default is 4; a sign is ignored, -6 = 6) and it lost at least 10 % of its signal beyond
+    /// the shell's typical slice. Measured: dropouts keeping <= 40 % of their
     /// signal score below -15, clean slices above -4.5. Slices follow
     /// SliceEncodingDirection of the JSON sidecar, else the third voxel axis. Outlier slices
     /// weigh nothing in their volume's registration and are replaced by their prediction in
