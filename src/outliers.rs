@@ -421,7 +421,7 @@ mod tests {
             sums[3] = sums[2].clone();
             sums[7] = sums[6].clone();
             sums[4].as_mut().unwrap().observed[2] *= keep;
-            let t = detect(&sums, &[shell.clone()], &[1000.0; 12], &cfg);
+            let t = detect(&sums, std::slice::from_ref(&shell), &[1000.0; 12], &cfg);
             assert!(
                 t.scores[4][2] < -cfg.threshold,
                 "keep {keep}: {}",
