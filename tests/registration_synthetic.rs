@@ -432,3 +432,60 @@ fn refinement_from_a_near_start_matches_the_full_pyramid() {
         a.iterations
     );
 }
+
+/// Weights per fixed voxel (`prepare_weighted`): equal weights give the unweighted result bit
+/// for bit; a region of the fixed image that is wrong (a prediction's misfit: here a blob the
+/// moving object does not have) biases the unweighted estimate, and weighting that region
+/// down removes the bias.
+#[test]
+fn weights_keep_a_wrong_region_of_the_fixed_image_out() {
+    use nifreeze::registration::{prepare, prepare_weighted, sampling};
+    use std::borrow::Cow;
+    let g = grid([48, 56, 46], 2.5, [0.0; 3], false);
+    let c = Vector3::new(22.0, -10.0, 12.0);
+    // the misfit: a bright blob at the brain's edge, in the fixed image only
+    let wrong = |p: &Vector3<f64>| 60.0 * (-(p - c).norm_squared() / (2.0 * 6.0 * 6.0)).exp();
+    let f = sample(&g, |p| object(p) + wrong(p));
+    let m = mask_of(&sample(&g, object));
+    let truth = common::rigid([1.0, -0.5, 0.8], [0.7, -0.4, 0.5], [0.0, -20.0, 10.0]);
+    let mv = moved(&g, &truth);
+    let cfg = RegistrationConfig::rigid();
+    let s = sampling(&g, Some(&m), &cfg).unwrap();
+    let run = |w: Option<&[f32]>| {
+        prepare_weighted(&f, Cow::Borrowed(&s), w)
+            .unwrap()
+            .register(&mv, &Matrix4::identity())
+            .unwrap()
+    };
+    let plain = prepare(&f, Some(&m), &cfg)
+        .unwrap()
+        .register(&mv, &Matrix4::identity())
+        .unwrap();
+    let ones = vec![1f32; g.len()];
+    assert_eq!(
+        run(Some(&ones)).matrix,
+        plain.matrix,
+        "equal weights, other bits"
+    );
+    // the inverse variance of the misfit plus unit noise
+    let down: Vec<f32> = (0..g.len())
+        .map(|l| {
+            let [i, j, k] = g.ijk(l);
+            let e = wrong(&g.world([i as f64, j as f64, k as f64]));
+            (1.0 / (1.0 + e * e)) as f32
+        })
+        .collect();
+    let (e_plain, e_weighted) = (
+        mean_error(&plain.matrix, &truth, &m),
+        mean_error(&run(Some(&down)).matrix, &truth, &m),
+    );
+    assert!(
+        e_plain > 0.05,
+        "the wrong region should bias the plain estimate: {e_plain} mm"
+    );
+    eprintln!("plain {e_plain} mm, weighted {e_weighted} mm");
+    assert!(
+        e_weighted < 0.2 * e_plain && e_weighted < 0.03,
+        "weighted {e_weighted} mm against plain {e_plain} mm"
+    );
+}

@@ -38,6 +38,7 @@ mod outlier_stage;
 mod passes;
 mod reference;
 pub mod shading;
+mod weights;
 
 pub use dataset::{
     drift_corrected, median_volume, processing_order, realign, realign_at, realign_volume, Dataset,

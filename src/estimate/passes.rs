@@ -3,19 +3,19 @@
 
 use super::dataset::{expand, realign_at, Dataset, FitRegion};
 use super::outlier_stage::outlier_stage;
+use super::weights::{shell_weights, weighs_residuals};
 use super::{par_volumes, EstimateConfig, Run, Target, VolumeDiagnostics};
 use crate::image::{Mask, MaskedSeries, Series, Volume};
 use crate::io::gradients::{GradientTable, Shell};
 use crate::model::batch::predict_masked;
 use crate::model::{Model, ModelKind};
 use crate::registration::eddy::{second_level_field, EddyModel};
-use crate::registration::{
-    prepare, prepare_with, register, sampling, RegistrationConfig, TransformKind,
-};
+use crate::registration::{prepare, prepare_weighted, sampling, RegistrationConfig, TransformKind};
 use crate::report::rotate_bvecs;
 use crate::{stats, Error, Result};
 use nalgebra::Matrix4;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Fraction of the mask's voxels sampled by the bootstrap's mutual information. Measured on
 /// the shared bench phantom (`-j 2`, final error after one DTI / two DKI passes, median mm):
@@ -154,6 +154,9 @@ fn head_motion_of(transforms: &[Matrix4<f64>], eddy: Option<&EddyModel>) -> Vec<
 pub struct Prediction {
     pub values: Vec<f32>,
     pub replaced: usize,
+    /// The registration's weight at each of those voxels ([`super::weights`]; None: equal
+    /// weights), shared by the volumes of a shell.
+    pub weights: Option<std::sync::Arc<Vec<f32>>>,
 }
 
 /// The predictions of one pass, in processing order; None where the predictor is the
@@ -274,10 +277,22 @@ impl<'r> Predictor<'r> {
                     .map(|s| s.indices.iter().copied().filter(|&k| k != h).collect())
                     .unwrap_or_default();
                 let replaced = sanitize_prediction(&mut values, &snapshot, &ceiling, &mates);
-                Ok(Prediction { values, replaced })
+                Ok(Prediction {
+                    values,
+                    replaced,
+                    weights: None,
+                })
             });
             for (&h, p) in members.iter().zip(predictions) {
                 held[h] = Some(p?);
+            }
+        }
+        if weighs_residuals(kind) {
+            let weights = shell_weights(&snapshot, &held, &data.shells);
+            for (p, w) in held.iter_mut().zip(weights) {
+                if let Some(p) = p {
+                    p.weights = w;
+                }
             }
         }
         timeline.record(&step("model fit + predict"), t);
@@ -441,13 +456,25 @@ fn register_pass(
             // A broken volume holds nothing to register: it keeps its estimate.
             return Ok((transforms[h], diagnostics[h].clone()));
         }
-        let expanded;
+        let (expanded, weights);
         let (target, replaced) = match (&predictions[i], predictor) {
             (Some(p), _) => {
                 expanded = expand(&working.grid, &fit.voxels, &p.values);
+                // outside the fitted region (which the dilated mask never reaches): the
+                // median weight
+                weights = p.weights.as_ref().map(|w| {
+                    let mut grid = vec![1f32; working.grid.len()];
+                    for (&l, &x) in fit.voxels.iter().zip(w.iter()) {
+                        grid[l] = x;
+                    }
+                    grid
+                });
                 (&expanded, p.replaced)
             }
-            (None, Predictor::Reference(reference)) => (*reference, 0),
+            (None, Predictor::Reference(reference)) => {
+                weights = None;
+                (*reference, 0)
+            }
             (None, Predictor::Model(_)) => unreachable!("a model predicts every volume"),
         };
         // Outlier slices weigh nothing: the moving volume carries the prediction there
@@ -457,10 +484,16 @@ fn register_pass(
             .as_ref()
             .and_then(|o| o.excluded_mask(h, mask, &transforms[h], &registration));
         let moving = working.to_volume(h);
+        let w = weights.as_deref();
         let r = match &excluded {
-            Some((m, reg)) => register(target, &moving, Some(m), &transforms[h], reg),
+            Some((m, reg)) => {
+                let s = sampling(&target.grid, Some(m), reg)?;
+                prepare_weighted(target, Cow::Owned(s), w)?.register(&moving, &transforms[h])
+            }
             None => match &shared {
-                Ok(s) => prepare_with(target, s)?.register(&moving, &transforms[h]),
+                Ok(s) => {
+                    prepare_weighted(target, Cow::Borrowed(s), w)?.register(&moving, &transforms[h])
+                }
                 Err(e) => Err(match e {
                     Error::Input(m) => Error::Input(m.clone()),
                     Error::Runtime(m) => Error::Runtime(m.clone()),

@@ -121,18 +121,40 @@ pub fn prepare<'a>(
     cfg: &RegistrationConfig,
 ) -> Result<Prepared<'a>> {
     let s = sampling(&fixed.grid, fixed_mask, cfg)?;
-    prepare_fixed(fixed, std::borrow::Cow::Owned(s))
+    prepare_fixed(fixed, std::borrow::Cow::Owned(s), None)
 }
 
 /// [`prepare`] with the mask side computed once beforehand by [`sampling`] on `fixed`'s grid.
 pub fn prepare_with<'a>(fixed: &'a Volume, s: &'a Sampling) -> Result<Prepared<'a>> {
+    prepare_weighted(fixed, std::borrow::Cow::Borrowed(s), None)
+}
+
+/// [`prepare_with`] with a weight per fixed voxel (`weights`: the fixed grid's length, ≥ 0),
+/// for least squares: each sample's squared residual counts `weights` times. The inverse of
+/// the variance of `moving − fixed` at a voxel makes the estimate the maximum-likelihood one
+/// when that variance differs across the image. Ignored by mutual information.
+pub fn prepare_weighted<'a>(
+    fixed: &'a Volume,
+    s: std::borrow::Cow<'a, Sampling>,
+    weights: Option<&[f32]>,
+) -> Result<Prepared<'a>> {
+    if let Some(w) = weights {
+        if w.len() != fixed.grid.len() {
+            return Err(Error::input(format!(
+                "{}: {} weights for a fixed image of {} voxels",
+                s.what,
+                w.len(),
+                fixed.grid.len()
+            )));
+        }
+    }
     if fixed.grid.dims != s.grid.dims || fixed.grid.affine != s.grid.affine {
         return Err(Error::input(format!(
             "{}: the fixed image is not on the grid its samples were prepared for",
             s.what
         )));
     }
-    prepare_fixed(fixed, std::borrow::Cow::Borrowed(s))
+    prepare_fixed(fixed, s, weights)
 }
 
 /// Check the settings and the fixed grid, dilate the mask and choose every level's samples.
@@ -224,7 +246,11 @@ pub fn sampling(
 }
 
 /// Every level's fixed samples of `fixed` on the prepared mask side.
-fn prepare_fixed<'a>(fixed: &'a Volume, s: std::borrow::Cow<'a, Sampling>) -> Result<Prepared<'a>> {
+fn prepare_fixed<'a>(
+    fixed: &'a Volume,
+    s: std::borrow::Cow<'a, Sampling>,
+    weights: Option<&[f32]>,
+) -> Result<Prepared<'a>> {
     let (cfg, fdims) = (&s.cfg, fixed.grid.dims);
     // Non-finite voxels (e.g. an ill-posed model prediction) would poison every sum (and
     // index outside a histogram): they count as 0, like the space outside the image.
@@ -236,15 +262,21 @@ fn prepare_fixed<'a>(fixed: &'a Volume, s: std::borrow::Cow<'a, Sampling>) -> Re
         let sigma_mm = level.sigma * mean_fvs;
         let fdata = pyramid::gaussian_smooth(&fixed_data, fdims, fvs.map(|v| sigma_mm / v));
         let samples = match &cfg.metric {
-            MetricKind::LeastSquares => FixedSide::LeastSquares(FixedSamples::new(
-                &fdata,
-                fdims,
-                &fixed.grid.affine,
-                pts,
-                cfg.kind,
-                &s.domain.centre,
-                level.cubic,
-            )),
+            MetricKind::LeastSquares => {
+                let samples = FixedSamples::new(
+                    &fdata,
+                    fdims,
+                    &fixed.grid.affine,
+                    pts,
+                    cfg.kind,
+                    &s.domain.centre,
+                    level.cubic,
+                );
+                FixedSide::LeastSquares(match weights {
+                    Some(w) => samples.weighted(w, fdims),
+                    None => samples,
+                })
+            }
             MetricKind::MutualInformation(mi) => FixedSide::MutualInformation(MiFixed::new(
                 &fixed.grid,
                 &fdata,

@@ -22,7 +22,7 @@ pub mod pyramid;
 pub mod resample;
 pub mod transform;
 
-pub use driver::{prepare, prepare_with, register, sampling, Prepared, Sampling};
+pub use driver::{prepare, prepare_weighted, prepare_with, register, sampling, Prepared, Sampling};
 pub use metric::MiSettings;
 pub use resample::{resample, Interpolation};
 pub use transform::TransformKind;

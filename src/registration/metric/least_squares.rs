@@ -52,6 +52,10 @@ pub struct FixedSamples {
     pub width: usize,
     /// `XᵀX`, `width × width`.
     pub normal: DMatrix<f64>,
+    /// Square roots of the samples' weights (None: all 1). Rows are stored scaled by them,
+    /// and each interpolated moving value is scaled by its sample's, so every sum below is
+    /// the weighted one.
+    pub root_weights: Option<Vec<f64>>,
 }
 
 /// Sufficient statistics of one metric evaluation: `Xᵀw` and `Σw²`.
@@ -121,35 +125,38 @@ impl FixedSamples {
             rows.extend_from_slice(&jac[..row_kind.n_params()]);
             vox.push(p);
         }
-        // XᵀX with the same ordered chunk reduction as the evaluations
-        let partial: Vec<Vec<f64>> = rows
-            .par_chunks(CHUNK * width)
-            .map(|chunk| {
-                let mut h = vec![0.0; width * width];
-                gram(chunk, width, &mut h);
-                h
-            })
-            .collect();
-        let mut normal = DMatrix::zeros(width, width);
-        for h in &partial {
-            for a in 0..width {
-                for b in a..width {
-                    normal[(a, b)] += h[a * width + b];
-                }
-            }
-        }
-        for a in 0..width {
-            for b in 0..a {
-                normal[(a, b)] = normal[(b, a)];
-            }
-        }
+        let normal = normal_matrix(&rows, width);
         FixedSamples {
             kind,
             vox,
             rows,
             width,
             normal,
+            root_weights: None,
         }
+    }
+
+    /// The same samples with a weight each: `weights` is on the fixed grid (`dims`), ≥ 0.
+    /// Every row is scaled by the square root of its sample's weight (and so, in
+    /// [`FixedSamples::evaluate`], is every moving value), so each sum is the weighted one.
+    pub fn weighted(mut self, weights: &[f32], dims: [usize; 3]) -> Self {
+        let w = self.width;
+        let root: Vec<f64> = self
+            .vox
+            .iter()
+            .map(|p| {
+                let [i, j, k] = p.map(|x| x as usize);
+                (weights[i + dims[0] * (j + dims[1] * k)].max(0.0) as f64).sqrt()
+            })
+            .collect();
+        for (row, &r) in self.rows.chunks_exact_mut(w).zip(&root) {
+            for x in row {
+                *x *= r;
+            }
+        }
+        self.normal = normal_matrix(&self.rows, w);
+        self.root_weights = Some(root);
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -173,7 +180,12 @@ impl FixedSamples {
             .vox
             .par_chunks(CHUNK)
             .zip(self.rows.par_chunks(CHUNK * w))
-            .map(|(vox, rows)| {
+            .enumerate()
+            .map(|(c, (vox, rows))| {
+                let rw = self
+                    .root_weights
+                    .as_ref()
+                    .map(|r| &r[c * CHUNK..(c * CHUNK + vox.len())]);
                 let mut acc = [0.0f64; MAXW + 1];
                 let point = |n: usize| {
                     let p = &vox[n];
@@ -184,6 +196,10 @@ impl FixedSamples {
                     ]
                 };
                 let mut add = |n: usize, val: f64| {
+                    let val = match rw {
+                        Some(rw) => val * rw[n],
+                        None => val,
+                    };
                     let r = &rows[n * w..(n + 1) * w];
                     for a in 0..w {
                         acc[a] += r[a] * val;
@@ -225,6 +241,33 @@ impl FixedSamples {
         }
         cov / (vf * vw).sqrt()
     }
+}
+
+/// `XᵀX` of row-major `rows` (`width` values each), with the same ordered chunk reduction as
+/// the evaluations.
+fn normal_matrix(rows: &[f64], width: usize) -> DMatrix<f64> {
+    let partial: Vec<Vec<f64>> = rows
+        .par_chunks(CHUNK * width)
+        .map(|chunk| {
+            let mut h = vec![0.0; width * width];
+            gram(chunk, width, &mut h);
+            h
+        })
+        .collect();
+    let mut normal = DMatrix::zeros(width, width);
+    for h in &partial {
+        for a in 0..width {
+            for b in a..width {
+                normal[(a, b)] += h[a * width + b];
+            }
+        }
+    }
+    for a in 0..width {
+        for b in 0..a {
+            normal[(a, b)] = normal[(b, a)];
+        }
+    }
+    normal
 }
 
 /// Add `Σ r·rᵀ` over the rows of `chunk` (`width` values each, in order) into `h` (row-major
