@@ -114,7 +114,7 @@ fn smoothed(snapshot: &MaskedSeries, values: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// `1 / max(v, FLOOR · median v)`, divided by its median.
+/// `1 / max(v, FLOOR · median v)` (0 where v is not a number), divided by its median.
 fn inverse_normalised(var: &[f64]) -> Vec<f32> {
     let median = |v: &[f64]| {
         let mut s = v.to_vec();
@@ -122,8 +122,16 @@ fn inverse_normalised(var: &[f64]) -> Vec<f32> {
         *s.select_nth_unstable_by(m, f64::total_cmp).1
     };
     let floor = (FLOOR * median(var)).max(f64::MIN_POSITIVE);
-    let w: Vec<f64> = var.iter().map(|&v| 1.0 / v.max(floor)).collect();
+    // a voxel whose residuals are not numbers says nothing: no weight
+    let w: Vec<f64> = var
+        .iter()
+        .map(|&v| if v.is_nan() { 0.0 } else { 1.0 / v.max(floor) })
+        .collect();
     let m = median(&w);
+    if !(m > 0.0 && m.is_finite()) {
+        // most residuals unusable: equal weights, as without this stage
+        return vec![1.0; var.len()];
+    }
     w.iter().map(|&x| (x / m) as f32).collect()
 }
 
