@@ -376,7 +376,7 @@ fn least_squares_metric_derivative_matches_finite_differences() {
         },
     ] {
         let ls = LeastSquares {
-            samples: &FixedSamples::new(&f.data, dims, &g.affine, &pts, kind, &centre, true),
+            samples: &FixedSamples::new(&f.data, dims, &g.affine, &pts, kind, &centre, true, None),
             moving: MovingImage::Cubic(BSpline::new(&mv.data, dims)),
             fixed_affine: g.affine,
             moving_inv_affine: minv,

@@ -262,21 +262,16 @@ fn prepare_fixed<'a>(
         let sigma_mm = level.sigma * mean_fvs;
         let fdata = pyramid::gaussian_smooth(&fixed_data, fdims, fvs.map(|v| sigma_mm / v));
         let samples = match &cfg.metric {
-            MetricKind::LeastSquares => {
-                let samples = FixedSamples::new(
-                    &fdata,
-                    fdims,
-                    &fixed.grid.affine,
-                    pts,
-                    cfg.kind,
-                    &s.domain.centre,
-                    level.cubic,
-                );
-                FixedSide::LeastSquares(match weights {
-                    Some(w) => samples.weighted(w, fdims),
-                    None => samples,
-                })
-            }
+            MetricKind::LeastSquares => FixedSide::LeastSquares(FixedSamples::new(
+                &fdata,
+                fdims,
+                &fixed.grid.affine,
+                pts,
+                cfg.kind,
+                &s.domain.centre,
+                level.cubic,
+                weights,
+            )),
             MetricKind::MutualInformation(mi) => FixedSide::MutualInformation(MiFixed::new(
                 &fixed.grid,
                 &fdata,

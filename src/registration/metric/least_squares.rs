@@ -68,6 +68,11 @@ pub struct Evaluation {
 impl FixedSamples {
     /// Build the samples from the (smoothed) fixed image at voxel points `pts`.
     /// `affine` is the fixed grid's voxel→world matrix, `centre` the increment centre (world).
+    /// `weights` (on the fixed grid, ≥ 0; None: all 1): each sample's squared residual counts
+    /// that many times. Every row is scaled by the square root of its sample's weight (and so,
+    /// in [`FixedSamples::evaluate`], is every moving value), so each sum is the weighted one;
+    /// `XᵀX` is built once, from the scaled rows.
+    #[allow(clippy::too_many_arguments)] // one level's inputs, assembled by the driver only
     pub fn new(
         fixed: &[f32],
         dims: [usize; 3],
@@ -76,6 +81,7 @@ impl FixedSamples {
         kind: TransformKind,
         centre: &Vector3<f64>,
         spline_gradient: bool,
+        weights: Option<&[f32]>,
     ) -> Self {
         let spline = spline_gradient.then(|| BSpline::new(fixed, dims));
         // the eddy model's rows are affine rows, reduced per iteration by the optimiser
@@ -125,6 +131,18 @@ impl FixedSamples {
             rows.extend_from_slice(&jac[..row_kind.n_params()]);
             vox.push(p);
         }
+        let root_weights = weights.map(|w| {
+            let root: Vec<f64> = pts
+                .iter()
+                .map(|&[i, j, k]| (w[i + nx * j + plane * k].max(0.0) as f64).sqrt())
+                .collect();
+            for (row, &r) in rows.chunks_exact_mut(width).zip(&root) {
+                for x in row {
+                    *x *= r;
+                }
+            }
+            root
+        });
         let normal = normal_matrix(&rows, width);
         FixedSamples {
             kind,
@@ -132,31 +150,8 @@ impl FixedSamples {
             rows,
             width,
             normal,
-            root_weights: None,
+            root_weights,
         }
-    }
-
-    /// The same samples with a weight each: `weights` is on the fixed grid (`dims`), ≥ 0.
-    /// Every row is scaled by the square root of its sample's weight (and so, in
-    /// [`FixedSamples::evaluate`], is every moving value), so each sum is the weighted one.
-    pub fn weighted(mut self, weights: &[f32], dims: [usize; 3]) -> Self {
-        let w = self.width;
-        let root: Vec<f64> = self
-            .vox
-            .iter()
-            .map(|p| {
-                let [i, j, k] = p.map(|x| x as usize);
-                (weights[i + dims[0] * (j + dims[1] * k)].max(0.0) as f64).sqrt()
-            })
-            .collect();
-        for (row, &r) in self.rows.chunks_exact_mut(w).zip(&root) {
-            for x in row {
-                *x *= r;
-            }
-        }
-        self.normal = normal_matrix(&self.rows, w);
-        self.root_weights = Some(root);
-        self
     }
 
     pub fn len(&self) -> usize {
